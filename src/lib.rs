@@ -1,0 +1,13 @@
+//! tidewire: a high-throughput, single-node channel broker.
+//!
+//! Producers publish to named channels over a length-prefixed binary protocol
+//! (`protocol.md`); every message is appended to a per-channel memory-mapped
+//! segment log; subscribers read through cursors over that log.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod limits;
+pub mod storage;
+pub mod wire;

@@ -1,0 +1,85 @@
+//! Every limit in tidewire, as a named constant with its unit.
+//!
+//! Lengths that arrive from the network or the disk are checked against these
+//! before anything is allocated. Relationships between limits are `const`
+//! asserts, so an edit that breaks one fails to compile.
+//!
+//! This module owns numbers only; it never touches sockets, files or formats.
+
+/// Largest frame on the binary protocol, counting every byte after the 4-byte
+/// length prefix. Checked before the body is buffered.
+pub const FRAME_LEN_MAX: u32 = 1024 * 1024;
+/// Smallest valid value of a frame's length prefix: the rest of the header.
+pub const FRAME_HEADER_REST_LEN: u32 = 8;
+/// Largest payload of one message, in bytes.
+pub const PAYLOAD_LEN_MAX: u32 = 1024 * 1024 - 4096;
+/// Largest number of messages in one publish frame.
+pub const PUBLISH_BATCH_MAX: u32 = 65_536;
+/// Longest channel name, in bytes (lower-case slug).
+pub const CHANNEL_NAME_LEN_MAX: usize = 64;
+/// Longest room name, in bytes (compared lower-cased).
+pub const ROOM_LEN_MAX: usize = 128;
+/// Longest Data Object class name carried in message metadata, in bytes.
+pub const OBJECT_CLASS_LEN_MAX: usize = 64;
+/// Longest user name in `pm_users` / `exclude_users`, in bytes.
+pub const TARGET_USER_LEN_MAX: usize = 64;
+/// Most names in `pm_users`, and separately in `exclude_users`, of one message.
+pub const TARGET_USERS_MAX: usize = 200;
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
+/// Longest key (API, admin or user) accepted in an authentication request, in bytes.
+pub const KEY_LEN_MAX: usize = 128;
+/// Longest JSON body of an administrative request, in bytes.
+pub const ADMIN_JSON_LEN_MAX: usize = 64 * 1024;
+/// Largest history page a client may ask for, in messages.
+pub const HISTORY_PAGE_MAX: u32 = 1000;
+/// History page size when the request asks for 0.
+pub const HISTORY_PAGE_DEFAULT: u32 = 100;
+
+/// Most concurrent client connections per server (all io threads together).
+pub const CONNECTIONS_MAX: usize = 100_000;
+/// Most subscriptions one connection may hold at once.
+pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1024;
+/// Most channels per server (all instances together).
+pub const CHANNELS_MAX: usize = 100_000;
+/// Read buffer of one connection, in bytes, when it holds a partial frame:
+/// one maximal frame plus its length prefix.
+pub const CONNECTION_READ_BUFFER_MAX: usize = FRAME_LEN_MAX as usize + 4;
+/// Pending outbound bytes of one connection at which the server stops adding
+/// deliveries (subscriber cursors pause) and stops reading its requests.
+pub const CONNECTION_WRITE_BUFFER_HIGH: usize = 256 * 1024;
+/// Bytes one subscription may copy from the log per io wake-up.
+pub const DELIVERY_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// Frames handled per connection per readable event before yielding to others.
+pub const FRAMES_PER_WAKE_MAX: usize = 256;
+/// Entries in the append queue between io threads and the log writer.
+pub const APPEND_QUEUE_LEN: usize = 4096;
+/// Entries in each io thread's completion queue.
+pub const COMPLETION_QUEUE_LEN: usize = 65_536;
+/// Append requests the writer takes per batch (one group commit per batch).
+pub const WRITER_BATCH_MAX: usize = 1024;
+
+/// Default size of a segment file, in bytes.
+pub const SEGMENT_SIZE_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Smallest configurable segment size, in bytes.
+pub const SEGMENT_SIZE_MIN: u64 = 64 * 1024;
+/// Largest configurable segment size, in bytes (offsets are u32 in indexes).
+pub const SEGMENT_SIZE_MAX: u64 = 4 * 1024 * 1024 * 1024 - 1;
+/// Default age at which the active segment is rotated, in microseconds (24 h).
+pub const SEGMENT_AGE_US_DEFAULT: u64 = 24 * 3600 * 1_000_000;
+/// Default retention of a message after its `created_at`, in microseconds (24 h).
+pub const RETENTION_US_DEFAULT: u64 = 24 * 3600 * 1_000_000;
+/// Bytes of log between two sparse index entries; bounds the recovery scan.
+pub const INDEX_INTERVAL_BYTES: u64 = 64 * 1024;
+/// Largest metadata snapshot accepted when decoding, in bytes.
+pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
+
+const _: () = assert!(FRAME_HEADER_REST_LEN < FRAME_LEN_MAX);
+const _: () = assert!(PAYLOAD_LEN_MAX < FRAME_LEN_MAX);
+const _: () = assert!(SEGMENT_SIZE_MIN <= SEGMENT_SIZE_DEFAULT);
+const _: () = assert!(SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX);
+// A maximal record must fit in the smallest segment... no: it must fit in the
+// configured one, which `config` checks; the default must hold one.
+const _: () = assert!((FRAME_LEN_MAX as u64) * 2 < SEGMENT_SIZE_DEFAULT);
+const _: () = assert!(DELIVERY_CHUNK_BYTES_MAX <= CONNECTION_WRITE_BUFFER_HIGH);
+const _: () = assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);

@@ -1,0 +1,25 @@
+//! The storage engine: per-channel append-only, memory-mapped segment logs,
+//! and atomic metadata snapshots.
+//!
+//! Owns: the record format and every other on-disk format, segment files (the
+//! only `unsafe` in the crate, in `segment.rs`), recovery, rotation, retention,
+//! indexes and durability. Never touches sockets or wire types.
+//!
+//! One [`ChannelLog`] per channel has exactly one writer (the log-writer
+//! thread). Any number of [`LogReader`]s and [`Cursor`]s on any thread read
+//! records below the head the writer publishes with Release ordering.
+//!
+//! CONTRACT (used by `broker`, `client`, `bench`): the items re-exported here.
+
+pub mod record;
+
+mod error;
+mod log;
+pub mod meta;
+
+pub use error::StorageError;
+pub use log::{
+    AppendOutcome, Chunk, ChannelLog, Cursor, Durability, LogConfig, LogReader, OpenReport,
+    Order,
+};
+pub use record::{Action, Author, ContentType, RecordView};
