@@ -6,8 +6,14 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod limits;
+pub mod net;
+pub mod server;
 pub mod storage;
+mod util;
 pub mod wire;
+
+pub use util::format_time_us;

@@ -83,3 +83,12 @@ const _: () = assert!(SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX);
 const _: () = assert!((FRAME_LEN_MAX as u64) * 2 < SEGMENT_SIZE_DEFAULT);
 const _: () = assert!(DELIVERY_CHUNK_BYTES_MAX <= CONNECTION_WRITE_BUFFER_HIGH);
 const _: () = assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);
+
+/// Longest channel description, in bytes.
+pub const CHANNEL_DESCRIPTION_LEN_MAX: usize = 4096;
+/// Longest per-channel retention, in seconds (30 days).
+pub const RETENTION_SECS_MAX: u64 = 30 * 24 * 3600;
+/// Bytes of publish frames queued for the log writer across the server.
+pub const INFLIGHT_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Publish requests one connection may have queued for the writer at once.
+pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 1024;
