@@ -77,8 +77,12 @@ pub struct Conn {
     pub stalled_bytes: usize,
 }
 
-/// Initial read buffer size; grows up to one maximal frame when needed.
-const RBUF_INITIAL: usize = 64 * 1024;
+/// Read buffer size of a connection once it has sent something; small, so an
+/// idle connection costs little.
+const RBUF_INITIAL: usize = 8 * 1024;
+/// Read buffer size a busy connection grows to (larger frames grow it further,
+/// up to one maximal frame).
+const RBUF_BUSY: usize = 256 * 1024;
 
 impl Conn {
     /// A new connection in the `Hello` phase.
@@ -86,7 +90,7 @@ impl Conn {
         Conn {
             stream,
             generation,
-            rbuf: vec![0; RBUF_INITIAL],
+            rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
             wbuf: Vec::new(),
@@ -132,6 +136,13 @@ impl Conn {
 
     /// Reads once into the free tail of the read buffer.
     pub fn read_some(&mut self) -> ReadOutcome {
+        if self.rbuf.is_empty() {
+            self.rbuf.resize(RBUF_INITIAL, 0);
+        } else if self.rend == self.rbuf.len() && self.rstart == 0 && self.rbuf.len() < RBUF_BUSY {
+            // The last read filled the buffer: this peer sends in bulk.
+            let size = (self.rbuf.len() * 2).min(RBUF_BUSY);
+            self.rbuf.resize(size, 0);
+        }
         if self.rend == self.rbuf.len() {
             self.reserve_frame(0);
             if self.rend == self.rbuf.len() {

@@ -237,13 +237,15 @@ impl IoThread {
     /// on the `again` list or waits for a writable event.
     fn paused(&mut self, index: usize) -> bool {
         let Some(conn) = self.conns.get(index) else { return true };
-        if conn.stalled.is_some() || conn.out_full() {
+        if conn.stalled.is_some() {
             if !self.again.contains(&index) {
                 self.again.push(index);
             }
             return true;
         }
-        conn.inflight >= limits::CONNECTION_INFLIGHT_REQUESTS_MAX
+        // A full write buffer resumes on the writable event; too many
+        // publishes in flight resume when their completions arrive.
+        conn.out_full() || conn.inflight >= limits::CONNECTION_INFLIGHT_REQUESTS_MAX
     }
 
     fn on_writable(&mut self, index: usize) {
