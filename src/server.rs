@@ -81,7 +81,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let (broker, logs, generated_admin_key) = Broker::open(
         &config.data_dir,
         config.log.clone(),
-        crate::clock::system(),
+        config.clock.clone(),
         config.admin_key.as_deref(),
         links,
     )?;
