@@ -212,6 +212,11 @@ impl IoThread {
     }
 
     fn on_readable(&mut self, index: usize) {
+        if self.broker.shutting_down.load(Ordering::Acquire) {
+            // Shutdown takes no new requests: what was queued is appended,
+            // synced and answered; nothing is queued after the writer drained.
+            return;
+        }
         loop {
             let Some(conn) = self.conns.get_mut(index) else { return };
             if conn.closing || self.paused(index) {
@@ -277,6 +282,10 @@ impl IoThread {
 
     /// Retries stalled publishes and parses input left in read buffers.
     fn run_again(&mut self) {
+        if self.broker.shutting_down.load(Ordering::Acquire) {
+            self.again.clear();
+            return;
+        }
         let list = std::mem::take(&mut self.again);
         for index in list {
             let Some(conn) = self.conns.get_mut(index) else { continue };
