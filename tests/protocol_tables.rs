@@ -115,6 +115,9 @@ fn limit(name: &str) -> Option<u64> {
         "CHANNELS_MAX" => v(limits::CHANNELS_MAX),
         "CONNECTION_WRITE_BUFFER_HIGH" => v(limits::CONNECTION_WRITE_BUFFER_HIGH),
         "RETENTION_US_DEFAULT" => limits::RETENTION_US_DEFAULT,
+        "RETENTION_SECS_MAX" => limits::RETENTION_SECS_MAX,
+        "CHANNEL_DESCRIPTION_LEN_MAX" => v(limits::CHANNEL_DESCRIPTION_LEN_MAX),
+        "CONNECTION_INFLIGHT_REQUESTS_MAX" => v(limits::CONNECTION_INFLIGHT_REQUESTS_MAX),
         _ => return None,
     })
 }

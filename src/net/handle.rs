@@ -321,10 +321,6 @@ impl IoThread {
                     format!("message {i}: channel {channel:?} has separate rooms; name a room"),
                 ));
             }
-            // The record must fit a Deliver frame (8 bytes of sub id and count).
-            if record::record_len(author, e - s) + 8 + wire::FRAME_HEADER_LEN - 4 > limits::FRAME_LEN_MAX as usize {
-                return Err(bad(format!("message {i} is too large for a frame")));
-            }
         }
         let bytes = data.len();
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
