@@ -62,10 +62,7 @@ fn appended_records_are_invisible_until_commit_then_read_back_in_one_run() {
         c.read(1 << 20, &mut |_| panic!("nothing new")),
         Chunk::UpToDate
     );
-    assert_eq!(
-        reader.get(4, decode).unwrap().1,
-        payload_for(4, 20)
-    );
+    assert_eq!(reader.get(4, decode).unwrap().1, payload_for(4, 20));
     log.close().unwrap();
 }
 
