@@ -17,11 +17,24 @@ const ROOMS: [&str; 3] = ["a", "b", "c"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { room: Option<usize>, key: Option<u8>, len: usize },
+    Append {
+        room: Option<usize>,
+        key: Option<u8>,
+        len: usize,
+    },
     Commit,
-    Read { after: u64, room: Option<usize>, newest_first: bool, limit: usize },
-    Advance { minutes: u64 },
-    Reopen { clean: bool },
+    Read {
+        after: u64,
+        room: Option<usize>,
+        newest_first: bool,
+        limit: usize,
+    },
+    Advance {
+        minutes: u64,
+    },
+    Reopen {
+        clean: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -66,10 +79,19 @@ impl Model {
 
 fn room_of(raw: &[u8]) -> Option<usize> {
     let v = RecordView::decode(raw).unwrap().unwrap().0;
-    v.room().map(|r| ROOMS.iter().position(|x| x.as_bytes() == r).unwrap())
+    v.room()
+        .map(|r| ROOMS.iter().position(|x| x.as_bytes() == r).unwrap())
 }
 
-fn check_reads(log: &ChannelLog, m: &Model, now: u64, after: u64, room: Option<usize>, newest_first: bool, limit: usize) {
+fn check_reads(
+    log: &ChannelLog,
+    m: &Model,
+    now: u64,
+    after: u64,
+    room: Option<usize>,
+    newest_first: bool,
+    limit: usize,
+) {
     let r = log.reader();
     let head = m.committed as u64;
     assert_eq!(r.head_id(), head);
@@ -83,7 +105,10 @@ fn check_reads(log: &ChannelLog, m: &Model, now: u64, after: u64, room: Option<u
     for _ in 0..10_000 {
         match c.read(2000, &mut |run| got.extend(split_run(run))) {
             Chunk::Records { .. } => {}
-            Chunk::Gap { wanted_id, oldest_id } => assert!(wanted_id < oldest_id),
+            Chunk::Gap {
+                wanted_id,
+                oldest_id,
+            } => assert!(wanted_id < oldest_id),
             Chunk::UpToDate => break,
         }
     }
@@ -95,12 +120,27 @@ fn check_reads(log: &ChannelLog, m: &Model, now: u64, after: u64, room: Option<u
     assert_eq!(got, want, "cursor after {after} room {room:?}");
     // History page.
     let mut page = Vec::new();
-    let order = if newest_first { Order::NewestFirst } else { Order::OldestFirst };
-    let before = if after % 3 == 0 { Some(after + 40) } else { None };
-    r.page(room_name, Some(after / 2), before, order, limit, &mut |raw| {
-        page.push(decode(raw));
-        true
-    });
+    let order = if newest_first {
+        Order::NewestFirst
+    } else {
+        Order::OldestFirst
+    };
+    let before = if after % 3 == 0 {
+        Some(after + 40)
+    } else {
+        None
+    };
+    r.page(
+        room_name,
+        Some(after / 2),
+        before,
+        order,
+        limit,
+        &mut |raw| {
+            page.push(decode(raw));
+            true
+        },
+    );
     let mut want: Vec<(u64, Vec<u8>)> = visible
         .iter()
         .filter(|x| x.id > after / 2 && before.is_none_or(|b| x.id < b))
@@ -111,7 +151,12 @@ fn check_reads(log: &ChannelLog, m: &Model, now: u64, after: u64, room: Option<u
         want.reverse();
     }
     want.truncate(limit);
-    assert_eq!(page, want, "page after {} before {before:?} room {room:?}", after / 2);
+    assert_eq!(
+        page,
+        want,
+        "page after {} before {before:?} room {room:?}",
+        after / 2
+    );
     for p in &page {
         assert_eq!(r.get(p.0, decode), Some(p.clone()));
         let stored_room = r.get(p.0, room_of).unwrap();
@@ -138,7 +183,10 @@ fn run(ops: Vec<Op>) {
                 let b = body(room.map(|i| ROOMS[i]), key_bytes.as_deref(), &payload);
                 let out = log.append(Author::None, &b).unwrap();
                 let cutoff = m.cutoff(now);
-                match key.and_then(|k| m.keys.get(&k)).filter(|(_, at)| *at >= cutoff) {
+                match key
+                    .and_then(|k| m.keys.get(&k))
+                    .filter(|(_, at)| *at >= cutoff)
+                {
                     Some(&(orig, _)) => assert_eq!(out, AppendOutcome::Duplicate(orig)),
                     None => {
                         assert_eq!(out, AppendOutcome::Appended(id));
@@ -147,7 +195,12 @@ fn run(ops: Vec<Op>) {
                         if let Some(k) = key {
                             m.keys.insert(k, (id, created_at));
                         }
-                        m.records.push(Rec { id, created_at, room, payload });
+                        m.records.push(Rec {
+                            id,
+                            created_at,
+                            room,
+                            payload,
+                        });
                     }
                 }
             }
@@ -155,9 +208,12 @@ fn run(ops: Vec<Op>) {
                 assert_eq!(log.commit().unwrap(), m.records.len() as u64);
                 m.committed = m.records.len();
             }
-            Op::Read { after, room, newest_first, limit } => {
-                check_reads(&log, &m, now, after, room, newest_first, limit)
-            }
+            Op::Read {
+                after,
+                room,
+                newest_first,
+                limit,
+            } => check_reads(&log, &m, now, after, room, newest_first, limit),
             Op::Advance { minutes } => {
                 clock.advance_us(minutes * 60 * 1_000_000);
                 log.maintain().unwrap();
