@@ -250,10 +250,16 @@ proptest! {
         prop_assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
         let _ = recovery::scan(&data, start);
         // Fuzz target `record_decode`.
+        let _ = tidewire::storage::record::peek_record_len(&data);
         if let Ok(Some((v, used))) = RecordView::decode(&data) {
             prop_assert!(used <= data.len());
-            let _ = (v.room(), v.payload(), v.author(), v.pm_users().count());
+            let _ = (v.id(), v.created_at_us(), v.author(), v.room(), v.object_class());
+            let _ = (v.pm_users().count(), v.exclude_users().count(), v.uuid(), v.ref_id());
+            let _ = (v.idempotency_key(), v.payload(), v.visible_to(Some(b"u")));
         }
+        let _ = RecordView::parse_trusted(&data);
+        let mut body = data.clone();
+        let _ = tidewire::storage::record::check_body(&mut body);
     }
 
     /// Valid records followed by random damage: the scan stops at or before

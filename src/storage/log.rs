@@ -140,6 +140,9 @@ pub struct ChannelLog {
     pending_keys: Vec<u8>,
     sidecars_unsynced: bool,
     to_seal: Vec<ToSeal>,
+    /// Sealed segments with bytes not yet synced (`Durability::None` does
+    /// not sync at rotation): `sync` covers them before the active one.
+    unsynced_sealed: Vec<(Arc<Segment>, u64, u64)>,
     write_pos: u64,
     next_id: u64,
     last_created_at_us: u64,
@@ -462,6 +465,12 @@ impl ChannelLog {
 
     fn sync_inner(&mut self) -> Result<(), StorageError> {
         self.flush_sidecars()?;
+        while let Some((seg, from, to)) = self.unsynced_sealed.first().cloned() {
+            if let Err(e) = seg.sync_range(from, to) {
+                return Err(self.poison("msync of sealed segment", e));
+            }
+            self.unsynced_sealed.remove(0);
+        }
         if let Err(e) = self.active.sync_range(self.synced_pos, self.write_pos) {
             return Err(self.poison("msync of segment", e));
         }
@@ -580,6 +589,12 @@ impl ChannelLog {
             if let Err(e) = self.active.sync_range(self.synced_pos, self.write_pos) {
                 return Err(self.poison("msync of segment", e));
             }
+        } else {
+            self.unsynced_sealed.push((
+                self.active.segment().clone(),
+                self.synced_pos,
+                self.write_pos,
+            ));
         }
         if let Err(e) = self.idx_file.write_all_at(&seal.encode(), self.idx_len) {
             return Err(self.poison("write of index seal", e));
@@ -611,7 +626,7 @@ impl ChannelLog {
         self.write_pos = HEADER_LEN;
         self.prefaulted_to = HEADER_LEN;
         self.last_index_pos = None;
-        if self.config.durability != Durability::None {
+        if self.unsynced_sealed.is_empty() {
             self.synced_id = self.next_id - 1;
         }
         self.synced_pos = HEADER_LEN;

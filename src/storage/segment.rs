@@ -258,6 +258,21 @@ impl Segment {
         self.newest_created_at_us.load(Ordering::Acquire)
     }
 
+    /// Writes `[start, end)` of the mapping to stable storage (msync with
+    /// MS_SYNC on the page range).
+    ///
+    /// # Errors
+    /// The sync's error; the caller poisons the log.
+    pub fn sync_range(&self, start: u64, end: u64) -> io::Result<()> {
+        let end = end.min(self.size);
+        if end <= start {
+            return Ok(());
+        }
+        let offset = usize::try_from(start).expect("mapping offsets fit usize");
+        let len = usize::try_from(end - start).expect("mapping offsets fit usize");
+        self.map.flush_range(offset, len)
+    }
+
     /// The committed bytes `[start, end)`.
     ///
     /// # Panics
@@ -346,12 +361,7 @@ impl SegmentWriter {
     /// # Errors
     /// The sync's error; the caller poisons the log.
     pub fn sync_range(&self, start: u64, end: u64) -> io::Result<()> {
-        if end <= start {
-            return Ok(());
-        }
-        let offset = usize::try_from(start).expect("mapping offsets fit usize");
-        let len = usize::try_from(end - start).expect("mapping offsets fit usize");
-        self.seg.map.flush_range(offset, len)
+        self.seg.sync_range(start, end)
     }
 
     /// Asks the kernel to fault in `[start, end)` ahead of the writer.

@@ -494,6 +494,7 @@ pub(super) fn open(
         pending_keys: Vec::with_capacity(4096),
         sidecars_unsynced: false,
         to_seal: Vec::new(),
+        unsynced_sealed: Vec::new(),
         write_pos: active.write_pos,
         next_id,
         last_created_at_us,
