@@ -502,3 +502,68 @@ fn destroy_removes_the_log() {
     log.destroy().unwrap();
     assert!(!chan.exists());
 }
+
+#[test]
+fn a_failed_sync_poisons_the_log_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (mut log, _) = open(dir.path(), &config(SEG, Durability::Batch), &clock);
+    log.append(Author::None, &body(None, None, b"1")).unwrap();
+    assert_eq!(log.commit().unwrap(), 1);
+    log.set_sync_failure(true);
+    log.append(Author::None, &body(None, None, b"2")).unwrap();
+    assert!(matches!(log.commit(), Err(StorageError::Poisoned(_))));
+    assert_eq!(
+        log.reader().head_id(),
+        1,
+        "nothing published after the failed sync"
+    );
+    assert_eq!(log.synced_id(), 1);
+    log.set_sync_failure(false);
+    // Never retried and acknowledged: the log stays poisoned.
+    assert!(matches!(log.commit(), Err(StorageError::Poisoned(_))));
+    assert!(matches!(
+        log.append(Author::None, &body(None, None, b"3")),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(log.sync(), Err(StorageError::Poisoned(_))));
+}
+
+#[test]
+fn interval_durability_publishes_at_once_and_syncs_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (mut log, _) = open(
+        dir.path(),
+        &config(SEG, Durability::Interval { ms: 50 }),
+        &clock,
+    );
+    log.append(Author::None, &body(None, None, b"1")).unwrap();
+    assert_eq!(log.commit().unwrap(), 1);
+    assert_eq!(log.reader().head_id(), 1);
+    assert_eq!(log.synced_id(), 0, "not due yet");
+    clock.advance_us(50_000);
+    log.append(Author::None, &body(None, None, b"2")).unwrap();
+    assert_eq!(log.commit().unwrap(), 2);
+    assert_eq!(log.synced_id(), 2, "due: synced");
+    log.append(Author::None, &body(None, None, b"3")).unwrap();
+    log.commit().unwrap();
+    assert_eq!(log.synced_id(), 2);
+    log.sync().unwrap();
+    assert_eq!(log.synced_id(), 3);
+}
+
+#[test]
+fn durability_none_syncs_only_when_asked_and_then_covers_rotated_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (mut log, _) = open(dir.path(), &config(SEG, Durability::None), &clock);
+    for i in 1..=200u64 {
+        log.append(Author::None, &body(None, None, &payload_for(i, 900)))
+            .unwrap();
+        log.commit().unwrap();
+    }
+    assert_eq!(log.synced_id(), 0);
+    log.sync().unwrap();
+    assert_eq!(log.synced_id(), 200);
+}

@@ -154,6 +154,7 @@ pub struct ChannelLog {
     poisoned: Option<String>,
     keys: HashMap<Box<[u8]>, (u64, u64)>,
     fail_allocation: bool,
+    fail_sync: bool,
 }
 
 fn lock_rooms(seg: &Segment) -> std::sync::MutexGuard<'_, RoomIndex> {
@@ -336,6 +337,13 @@ impl ChannelLog {
         self.fail_allocation = fail;
     }
 
+    /// Makes every later data sync fail as if the device reported an I/O
+    /// error. For tests of the poisoning path.
+    #[doc(hidden)]
+    pub fn set_sync_failure(&mut self, fail: bool) {
+        self.fail_sync = fail;
+    }
+
     /// A reader handle for any thread.
     pub fn reader(&self) -> LogReader {
         LogReader {
@@ -465,6 +473,10 @@ impl ChannelLog {
 
     fn sync_inner(&mut self) -> Result<(), StorageError> {
         self.flush_sidecars()?;
+        if self.fail_sync {
+            let e = std::io::Error::other("injected sync failure");
+            return Err(self.poison("msync of segment", e));
+        }
         while let Some((seg, from, to)) = self.unsynced_sealed.first().cloned() {
             if let Err(e) = seg.sync_range(from, to) {
                 return Err(self.poison("msync of sealed segment", e));

@@ -506,6 +506,7 @@ pub(super) fn open(
         poisoned: None,
         keys,
         fail_allocation: false,
+        fail_sync: false,
     };
     Ok((log, report))
 }
