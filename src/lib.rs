@@ -6,8 +6,10 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod limits;
+pub mod server;
 pub mod storage;
 pub mod wire;
