@@ -617,9 +617,9 @@ fn history(a: &HistoryArgs) -> Result<(), Failure> {
     let query = HistoryQuery {
         room: a.room.clone(),
         newest_first: !a.oldest_first,
-        after_id: a.after,
-        before_id: a.before,
-        limit: a.limit,
+        after_id: a.after.unwrap_or(0),
+        before_id: a.before.unwrap_or(0),
+        limit: a.limit.unwrap_or(0),
     };
     let mut c = connect(&a.conn)?;
     let page = c.history(&a.channel, &query)?;

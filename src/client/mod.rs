@@ -257,19 +257,33 @@ impl RawNext {
     }
 }
 
-/// A page of history to read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A page of history to read. The default is the newest page of the
+/// server's default size, all rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
     /// Only this room (required on `separate_rooms` channels).
     pub room: Option<String>,
     /// Newest message first (otherwise oldest first).
     pub newest_first: bool,
-    /// Only ids greater than this.
-    pub after_id: Option<u64>,
-    /// Only ids less than this.
-    pub before_id: Option<u64>,
-    /// Most messages (None: the server's default page size).
-    pub limit: Option<u32>,
+    /// Only ids greater than this (0: no bound).
+    pub after_id: u64,
+    /// Only ids less than this (0: no bound).
+    pub before_id: u64,
+    /// Most messages (0: the server's default page size; at most
+    /// `limits::HISTORY_PAGE_MAX`).
+    pub limit: u32,
+}
+
+impl Default for HistoryQuery {
+    fn default() -> HistoryQuery {
+        HistoryQuery {
+            room: None,
+            newest_first: true,
+            after_id: 0,
+            before_id: 0,
+            limit: 0,
+        }
+    }
 }
 
 /// A push queued while something else was awaited.
@@ -1146,9 +1160,9 @@ impl Client {
             channel,
             room,
             newest_first: query.newest_first,
-            after_id: query.after_id.unwrap_or(0),
-            before_id: query.before_id.unwrap_or(0),
-            limit: query.limit.unwrap_or(0).min(limits::HISTORY_PAGE_MAX),
+            after_id: query.after_id,
+            before_id: query.before_id,
+            limit: query.limit.min(limits::HISTORY_PAGE_MAX),
         });
         self.await_reply(rid, |r| match r {
             Response::HistoryPage { count, records } => {
