@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::clock::SharedClock;
 use crate::storage::{Durability, LogConfig};
 
 /// Default address of the binary protocol.
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub log: LogConfig,
     /// Bootstrap admin key; generated and printed on first start when `None`.
     pub admin_key: Option<String>,
+    /// The clock rotation and retention read (tests inject a manual one).
+    pub clock: SharedClock,
 }
 
 impl ServerConfig {
@@ -46,6 +49,7 @@ impl ServerConfig {
             io_threads,
             log: LogConfig::default(),
             admin_key: None,
+            clock: crate::clock::system(),
         }
     }
 }

@@ -6,10 +6,15 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod broker;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod limits;
+pub mod net;
 pub mod server;
 pub mod storage;
+mod util;
 pub mod wire;
+
+pub use util::format_time_us;

@@ -31,6 +31,20 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
 pub const KEY_LEN_MAX: usize = 128;
 /// Longest JSON body of an administrative request, in bytes.
 pub const ADMIN_JSON_LEN_MAX: usize = 64 * 1024;
+/// Largest message body (action byte to the end of the payload) in a
+/// publish, in bytes. Below the frame limit by enough that the record built
+/// from it (24 bytes of header, up to 16 of author) still fits one `Deliver`,
+/// `HistoryPage` or `Message` frame.
+pub const MESSAGE_BODY_LEN_MAX: u32 = FRAME_LEN_MAX - 1024;
+/// Longest client name in `Hello`, in bytes (free-form text for logs).
+pub const CLIENT_NAME_LEN_MAX: usize = 256;
+/// Longest server name in `HelloOk`, in bytes (free-form text).
+pub const SERVER_NAME_LEN_MAX: usize = 256;
+/// Longest `Ping` / `Pong` data, in bytes.
+pub const PING_DATA_LEN_MAX: usize = 256;
+/// Longest message text of an `Error` or `SubscriptionClosed` frame, in bytes;
+/// longer texts are cut at a character boundary when encoded.
+pub const ERROR_MESSAGE_LEN_MAX: usize = 1024;
 /// Largest history page a client may ask for, in messages.
 pub const HISTORY_PAGE_MAX: u32 = 1000;
 /// History page size when the request asks for 0.
@@ -83,3 +97,21 @@ const _: () = assert!(SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX);
 const _: () = assert!((FRAME_LEN_MAX as u64) * 2 < SEGMENT_SIZE_DEFAULT);
 const _: () = assert!(DELIVERY_CHUNK_BYTES_MAX <= CONNECTION_WRITE_BUFFER_HIGH);
 const _: () = assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);
+
+/// Longest channel description, in bytes.
+pub const CHANNEL_DESCRIPTION_LEN_MAX: usize = 4096;
+/// Longest per-channel retention, in seconds (30 days).
+pub const RETENTION_SECS_MAX: u64 = 30 * 24 * 3600;
+/// Bytes of publish frames queued for the log writer across the server.
+pub const INFLIGHT_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Publish requests one connection may have queued for the writer at once.
+pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 1024;
+// Frame overhead (8) + Deliver header (8) + record header (24) + author (16).
+const _: () = assert!(MESSAGE_BODY_LEN_MAX + 8 + 8 + 24 + 16 <= FRAME_LEN_MAX);
+// Every wire string carries a u16 length.
+const _: () = assert!(CHANNEL_NAME_LEN_MAX <= u16::MAX as usize);
+const _: () = assert!(ROOM_LEN_MAX <= u16::MAX as usize);
+const _: () = assert!(KEY_LEN_MAX <= u16::MAX as usize);
+const _: () = assert!(CLIENT_NAME_LEN_MAX <= u16::MAX as usize);
+const _: () = assert!(SERVER_NAME_LEN_MAX <= u16::MAX as usize);
+const _: () = assert!(ERROR_MESSAGE_LEN_MAX <= u16::MAX as usize);

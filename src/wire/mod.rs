@@ -11,7 +11,8 @@
 //! 4   u8   opcode
 //! 5   u8   flags       0
 //! 6   u16  reserved    0
-//! 8   u32  request_id  chosen by the client, echoed in the response; 0 in pushes
+//! 8   u32  request_id  chosen by the client (non-zero), echoed in the response;
+//!                      0 in pushes and in connection-level errors
 //! 12  ...  body
 //! ```
 //!
@@ -19,6 +20,8 @@
 //! (`net`, `broker`), the client and the bench.
 
 mod codec;
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use codec::*;
 
@@ -199,7 +202,11 @@ impl WireError {
 
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} ({}): {}", self.code, self.code as u16, self.message)
+        write!(
+            f,
+            "{:?} ({}): {}",
+            self.code, self.code as u16, self.message
+        )
     }
 }
 

@@ -1,0 +1,330 @@
+//! A channel: its settings (the Syncano channel fields) and its log reader.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::limits;
+use crate::storage::LogReader;
+use crate::wire::{ErrorCode, WireError};
+
+/// `default` or `separate_rooms` (every call names a room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelKind {
+    /// Rooms are optional.
+    Default,
+    /// Every publish, subscribe and history call names a room.
+    SeparateRooms,
+}
+
+impl ChannelKind {
+    fn name(self) -> &'static str {
+        match self {
+            ChannelKind::Default => "default",
+            ChannelKind::SeparateRooms => "separate_rooms",
+        }
+    }
+}
+
+/// Ordered permission levels: publish implies subscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// Nothing.
+    None,
+    /// May read.
+    Subscribe,
+    /// May read and write.
+    Publish,
+}
+
+impl Permission {
+    fn name(self) -> &'static str {
+        match self {
+            Permission::None => "none",
+            Permission::Subscribe => "subscribe",
+            Permission::Publish => "publish",
+        }
+    }
+    fn parse(v: &Value, field: &str) -> Result<Permission, WireError> {
+        match v.as_str() {
+            Some("none") => Ok(Permission::None),
+            Some("subscribe") => Ok(Permission::Subscribe),
+            Some("publish") => Ok(Permission::Publish),
+            _ => Err(bad(format!("{field} must be none, subscribe or publish"))),
+        }
+    }
+}
+
+/// The persisted settings of one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSettings {
+    /// Numeric id; names the log directory.
+    pub id: u64,
+    /// Lower-case slug, unique.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// `default` or `separate_rooms`; read-only after creation.
+    pub kind: ChannelKind,
+    /// The group whose members get `group_permissions`.
+    pub group: Option<u64>,
+    /// What group members may do.
+    pub group_permissions: Permission,
+    /// What other users may do.
+    pub other_permissions: Permission,
+    /// Whether custom publishes are allowed (even admins need it).
+    pub custom_publish: bool,
+    /// Retention override in microseconds (`None`: the server default).
+    pub retention_us: Option<u64>,
+    /// Creation time, µs.
+    pub created_at_us: u64,
+    /// Last change, µs.
+    pub updated_at_us: u64,
+}
+
+fn bad(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::BadRequest, message)
+}
+
+/// Checks a channel name: 1..=64 bytes of `a-z`, `0-9`, `_`, `-`.
+///
+/// # Errors
+/// `InvalidName` naming the rule broken.
+pub fn validate_name(name: &str) -> Result<(), WireError> {
+    let ok = !name.is_empty()
+        && name.len() <= limits::CHANNEL_NAME_LEN_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            ErrorCode::InvalidName,
+            "channel names are 1 to 64 characters of a-z, 0-9, '_' and '-'",
+        ))
+    }
+}
+
+impl ChannelSettings {
+    /// Settings for a new channel from a create request's JSON fields.
+    ///
+    /// # Errors
+    /// `InvalidName` or `BadRequest` naming the field.
+    pub fn from_create(v: &Map<String, Value>, id: u64, now_us: u64) -> Result<ChannelSettings, WireError> {
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("name is required"))?
+            .to_ascii_lowercase();
+        validate_name(&name)?;
+        let kind = match v.get("type").map(|t| t.as_str()) {
+            None | Some(Some("default")) => ChannelKind::Default,
+            Some(Some("separate_rooms")) => ChannelKind::SeparateRooms,
+            _ => return Err(bad("type must be default or separate_rooms")),
+        };
+        let mut s = ChannelSettings {
+            id,
+            name,
+            description: String::new(),
+            kind,
+            group: None,
+            group_permissions: Permission::None,
+            other_permissions: Permission::None,
+            custom_publish: true,
+            retention_us: None,
+            created_at_us: now_us,
+            updated_at_us: now_us,
+        };
+        s.apply(v)?;
+        Ok(s)
+    }
+
+    /// A copy with the mutable fields of `v` applied.
+    ///
+    /// # Errors
+    /// `BadRequest` when `v` changes `name` or `type`, or a field is invalid.
+    pub fn updated(&self, v: &Map<String, Value>, now_us: u64) -> Result<ChannelSettings, WireError> {
+        if let Some(name) = v.get("name") {
+            if name.as_str() != Some(self.name.as_str()) {
+                return Err(bad("name is read-only"));
+            }
+        }
+        if let Some(kind) = v.get("type") {
+            if kind.as_str() != Some(self.kind.name()) {
+                return Err(bad("type is read-only"));
+            }
+        }
+        let mut s = self.clone();
+        s.apply(v)?;
+        s.updated_at_us = now_us;
+        Ok(s)
+    }
+
+    fn apply(&mut self, v: &Map<String, Value>) -> Result<(), WireError> {
+        for (key, value) in v {
+            match key.as_str() {
+                "name" | "type" => {}
+                "description" => {
+                    let d = value.as_str().ok_or_else(|| bad("description must be a string"))?;
+                    if d.len() > limits::CHANNEL_DESCRIPTION_LEN_MAX {
+                        return Err(bad("description over CHANNEL_DESCRIPTION_LEN_MAX"));
+                    }
+                    self.description = d.to_string();
+                }
+                "group" => {
+                    self.group = match value {
+                        Value::Null => None,
+                        v => Some(v.as_u64().ok_or_else(|| bad("group must be an id or null"))?),
+                    }
+                }
+                "group_permissions" => self.group_permissions = Permission::parse(value, key)?,
+                "other_permissions" => self.other_permissions = Permission::parse(value, key)?,
+                "custom_publish" => {
+                    self.custom_publish =
+                        value.as_bool().ok_or_else(|| bad("custom_publish must be a boolean"))?;
+                }
+                "retention_secs" => {
+                    self.retention_us = match value {
+                        Value::Null => None,
+                        v => {
+                            let secs = v
+                                .as_u64()
+                                .filter(|&s| s > 0 && s <= limits::RETENTION_SECS_MAX)
+                                .ok_or_else(|| bad("retention_secs must be 1..=RETENTION_SECS_MAX"))?;
+                            Some(secs * 1_000_000)
+                        }
+                    }
+                }
+                other => return Err(bad(format!("unknown channel field {other:?}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A live channel: settings behind a lock (changed rarely) and the reader of
+/// its log (read on every delivery, lock-free).
+#[derive(Debug)]
+pub struct Channel {
+    /// Numeric id (stable for the channel's life).
+    pub id: u64,
+    name: String,
+    kind: ChannelKind,
+    settings: Mutex<ChannelSettings>,
+    reader: LogReader,
+    deleted: AtomicBool,
+}
+
+impl Channel {
+    /// A channel over an open log's reader.
+    pub fn new(settings: ChannelSettings, reader: LogReader) -> Channel {
+        Channel {
+            id: settings.id,
+            name: settings.name.clone(),
+            kind: settings.kind,
+            settings: Mutex::new(settings),
+            reader,
+            deleted: AtomicBool::new(false),
+        }
+    }
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Default or separate rooms (never changes).
+    pub fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+    /// A copy of the settings.
+    pub fn settings(&self) -> ChannelSettings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Replaces the settings.
+    pub fn set_settings(&self, s: ChannelSettings) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+    /// Whether custom publishes are allowed now.
+    pub fn custom_publish(&self) -> bool {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).custom_publish
+    }
+    /// The log reader.
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+    /// Marks the channel deleted: new requests fail, subscriptions close.
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+    /// Whether the channel was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+    /// The channel as the JSON object clients see.
+    pub fn to_json(&self) -> Value {
+        let s = self.settings();
+        json!({
+            "id": s.id,
+            "name": s.name,
+            "description": s.description,
+            "type": s.kind.name(),
+            "group": s.group,
+            "group_permissions": s.group_permissions.name(),
+            "other_permissions": s.other_permissions.name(),
+            "custom_publish": s.custom_publish,
+            "retention_secs": s.retention_us.map(|us| us / 1_000_000),
+            "created_at": crate::util::format_time_us(s.created_at_us),
+            "updated_at": crate::util::format_time_us(s.updated_at_us),
+            "head_id": self.reader.head_id(),
+            "oldest_id": self.reader.oldest_id(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("test input is an object"),
+        }
+    }
+
+    #[test]
+    fn names_are_lower_case_slugs() {
+        assert!(validate_name("orders-eu_1").is_ok());
+        for bad in ["", "a b", "Ä", "../x", "%2e%2e", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn create_applies_fields_and_rejects_unknown_ones() {
+        let s = ChannelSettings::from_create(
+            &obj(json!({"name": "Rooms", "type": "separate_rooms", "other_permissions": "subscribe", "custom_publish": false})),
+            7,
+            1,
+        )
+        .unwrap();
+        assert_eq!(s.name, "rooms");
+        assert_eq!(s.kind, ChannelKind::SeparateRooms);
+        assert_eq!(s.other_permissions, Permission::Subscribe);
+        assert!(!s.custom_publish);
+        assert!(ChannelSettings::from_create(&obj(json!({"name": "x", "colour": 1})), 1, 1).is_err());
+        assert!(ChannelSettings::from_create(&obj(json!({"name": "x", "type": "rooms"})), 1, 1).is_err());
+    }
+
+    #[test]
+    fn name_and_type_are_read_only() {
+        let s = ChannelSettings::from_create(&obj(json!({"name": "a"})), 1, 1).unwrap();
+        assert!(s.updated(&obj(json!({"name": "b"})), 2).is_err());
+        assert!(s.updated(&obj(json!({"type": "separate_rooms"})), 2).is_err());
+        let u = s.updated(&obj(json!({"name": "a", "description": "d"})), 2).unwrap();
+        assert_eq!(u.description, "d");
+        assert_eq!(u.updated_at_us, 2);
+    }
+}

@@ -1,0 +1,193 @@
+//! One client connection: socket, bounded buffers, protocol state and its
+//! subscriptions.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+
+use crate::broker::{Channel, Identity};
+use crate::limits;
+use crate::storage::Cursor;
+
+/// Where a connection is in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for `Hello`.
+    Hello,
+    /// Waiting for `Auth`.
+    Auth,
+    /// Authenticated.
+    Ready,
+}
+
+/// One subscription of a connection.
+#[derive(Debug)]
+pub struct Sub {
+    /// The channel.
+    pub channel: Arc<Channel>,
+    /// Its position in the channel's log.
+    pub cursor: Cursor,
+}
+
+/// What reading from the socket found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Bytes arrived (or the buffer is full and frames must be handled first).
+    Progress,
+    /// Nothing more to read now.
+    WouldBlock,
+    /// The peer closed its side or the socket failed.
+    Closed,
+}
+
+/// A client connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Slot generation; completions carry it.
+    pub generation: u64,
+    /// Read buffer: bytes `[rstart, rend)` are unparsed.
+    pub rbuf: Vec<u8>,
+    /// Start of unparsed bytes.
+    pub rstart: usize,
+    /// End of received bytes.
+    pub rend: usize,
+    /// Outbound bytes: `[wpos, len)` are not yet written.
+    pub wbuf: Vec<u8>,
+    /// Bytes of `wbuf` already written.
+    pub wpos: usize,
+    /// Handshake phase.
+    pub phase: Phase,
+    /// Who the connection authenticated as.
+    pub identity: Option<Identity>,
+    /// Subscriptions by client-chosen id.
+    pub subs: HashMap<u32, Sub>,
+    /// Publish requests queued for the writer and not yet completed.
+    pub inflight: usize,
+    /// Set when a delivery stopped because the write buffer was full.
+    pub deliveries_blocked: bool,
+    /// Close once the write buffer is flushed; read nothing more.
+    pub closing: bool,
+    /// A publish that did not fit the append queue; retried on wake-ups.
+    pub stalled: Option<crate::broker::writer::WriterMsg>,
+    /// Bytes of the stalled publish.
+    pub stalled_bytes: usize,
+}
+
+/// Read buffer size of a connection once it has sent something; small, so an
+/// idle connection costs little.
+const RBUF_INITIAL: usize = 8 * 1024;
+/// Read buffer size a busy connection grows to (larger frames grow it further,
+/// up to one maximal frame).
+const RBUF_BUSY: usize = 256 * 1024;
+
+impl Conn {
+    /// A new connection in the `Hello` phase.
+    pub fn new(stream: TcpStream, generation: u64) -> Conn {
+        Conn {
+            stream,
+            generation,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            phase: Phase::Hello,
+            identity: None,
+            subs: HashMap::new(),
+            inflight: 0,
+            deliveries_blocked: false,
+            closing: false,
+            stalled: None,
+            stalled_bytes: 0,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_out(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// True when the write buffer is over its high-water mark.
+    pub fn out_full(&self) -> bool {
+        self.pending_out() >= limits::CONNECTION_WRITE_BUFFER_HIGH
+    }
+
+    /// Makes room for `need` unparsed bytes (compacting, then growing up to
+    /// `CONNECTION_READ_BUFFER_MAX`).
+    pub fn reserve_frame(&mut self, need: usize) {
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        if self.rbuf.len() - self.rstart < need || self.rbuf.len() - self.rend < 4096 {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+        if self.rbuf.len() < need {
+            let size = need.clamp(RBUF_INITIAL, limits::CONNECTION_READ_BUFFER_MAX);
+            self.rbuf.resize(size, 0);
+        }
+    }
+
+    /// Reads once into the free tail of the read buffer.
+    pub fn read_some(&mut self) -> ReadOutcome {
+        if self.rbuf.is_empty() {
+            self.rbuf.resize(RBUF_INITIAL, 0);
+        } else if self.rend == self.rbuf.len() && self.rstart == 0 && self.rbuf.len() < RBUF_BUSY {
+            // The last read filled the buffer: this peer sends in bulk.
+            let size = (self.rbuf.len() * 2).min(RBUF_BUSY);
+            self.rbuf.resize(size, 0);
+        }
+        if self.rend == self.rbuf.len() {
+            self.reserve_frame(0);
+            if self.rend == self.rbuf.len() {
+                return ReadOutcome::Progress;
+            }
+        }
+        loop {
+            match self.stream.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => {
+                    self.rend += n;
+                    return ReadOutcome::Progress;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Writes as much of the write buffer as the socket takes.
+    ///
+    /// # Errors
+    /// A socket error other than `WouldBlock`/`Interrupted`.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            // Give back memory after a burst, keeping a working size.
+            if self.wbuf.capacity() > 2 * limits::CONNECTION_WRITE_BUFFER_HIGH {
+                self.wbuf.shrink_to(limits::CONNECTION_WRITE_BUFFER_HIGH);
+            }
+        } else if self.wpos > limits::CONNECTION_WRITE_BUFFER_HIGH {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(())
+    }
+}

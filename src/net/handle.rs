@@ -1,0 +1,444 @@
+//! Turning decoded requests into broker calls and responses.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::conn::{Phase, Sub};
+use super::{ChannelSubs, IoThread};
+use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
+use crate::broker::{Channel, ChannelKind};
+use crate::limits;
+use crate::storage::record::{self, RecordError};
+use crate::storage::Order;
+use crate::wire::{self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError, PROTOCOL_VERSION};
+
+/// What handling one frame asks of the loop.
+enum Next {
+    /// Go on with the next frame.
+    Continue,
+    /// Stop parsing this connection for now (it is on the `again` list or
+    /// waits for completions / writability).
+    Pause,
+    /// Send nothing more; close after the write buffer drains.
+    Close,
+}
+
+const SERVER_NAME: &str = concat!("tidewire/", env!("CARGO_PKG_VERSION"));
+
+fn bad(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::BadRequest, message)
+}
+
+impl IoThread {
+    /// Handles complete frames in the read buffer, up to the per-wake budget.
+    /// Returns true when the caller may read more from the socket.
+    pub(super) fn handle_frames(&mut self, index: usize) -> bool {
+        for _ in 0..limits::FRAMES_PER_WAKE_MAX {
+            if self.paused(index) {
+                return false;
+            }
+            let Some(conn) = self.conns.get_mut(index) else { return false };
+            if conn.closing {
+                return false;
+            }
+            let header = match wire::decode_header(&conn.rbuf[conn.rstart..conn.rend]) {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    conn.reserve_frame(wire::FRAME_HEADER_LEN);
+                    return true;
+                }
+                Err(e) => {
+                    self.fail_and_close(index, 0, &e);
+                    return false;
+                }
+            };
+            let total = wire::FRAME_HEADER_LEN + header.body_len;
+            if conn.rend - conn.rstart < total {
+                conn.reserve_frame(total);
+                return true;
+            }
+            // Requests after outstanding publishes wait for their acks, so
+            // responses leave in request order.
+            if header.opcode != Opcode::Publish as u8 && conn.inflight > 0 {
+                return false;
+            }
+            let body_start = conn.rstart + wire::FRAME_HEADER_LEN;
+            let rbuf = std::mem::take(&mut conn.rbuf);
+            let next = self.handle_frame(index, &header, &rbuf[body_start..body_start + header.body_len]);
+            let Some(conn) = self.conns.get_mut(index) else { return false };
+            conn.rbuf = rbuf;
+            conn.rstart += total;
+            self.mark_dirty(index);
+            match next {
+                Next::Continue => {}
+                Next::Pause => return false,
+                Next::Close => {
+                    if let Some(conn) = self.conns.get_mut(index) {
+                        conn.closing = true;
+                    }
+                    return false;
+                }
+            }
+        }
+        if !self.again.contains(&index) {
+            self.again.push(index);
+        }
+        false
+    }
+
+    fn fail_and_close(&mut self, index: usize, request_id: u32, e: &WireError) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            wire::encode_error(&mut conn.wbuf, request_id, e.code, &e.message);
+            conn.closing = true;
+            self.mark_dirty(index);
+        }
+    }
+
+    fn respond(&mut self, index: usize, request_id: u32, r: &Response<'_>) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            wire::encode_response(&mut conn.wbuf, request_id, r);
+        }
+    }
+
+    fn handle_frame(&mut self, index: usize, header: &FrameHeader, body: &[u8]) -> Next {
+        let request = match wire::decode_request(header, body) {
+            Ok(r) => r,
+            Err(e) => {
+                // A request that cannot be parsed means the peer's framing
+                // cannot be trusted: answer and close this connection only.
+                self.fail_and_close(index, header.request_id, &e);
+                return Next::Close;
+            }
+        };
+        let id = header.request_id;
+        match self.dispatch(index, id, request, body) {
+            Ok(next) => next,
+            Err(e) => {
+                let close = matches!(e.code, ErrorCode::UnsupportedVersion);
+                if let Some(conn) = self.conns.get_mut(index) {
+                    wire::encode_error(&mut conn.wbuf, id, e.code, &e.message);
+                }
+                if close {
+                    Next::Close
+                } else {
+                    Next::Continue
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, index: usize, id: u32, request: Request<'_>, body: &[u8]) -> Result<Next, WireError> {
+        let phase = self.conns.get(index).map_or(Phase::Hello, |c| c.phase);
+        match (&request, phase) {
+            (Request::Hello { .. }, Phase::Hello) | (Request::Ping { .. }, _) => {}
+            (Request::Hello { .. }, _) => return Err(bad("Hello was already received")),
+            (_, Phase::Hello) => return Err(WireError::new(ErrorCode::HelloRequired, "send Hello first")),
+            (Request::Auth { .. }, _) => {}
+            (_, Phase::Auth) => return Err(WireError::new(ErrorCode::AuthRequired, "send Auth first")),
+            (_, Phase::Ready) => {}
+        }
+        match request {
+            Request::Hello {
+                version_min,
+                version_max,
+                ..
+            } => {
+                if !(version_min..=version_max).contains(&PROTOCOL_VERSION) {
+                    return Err(WireError::new(
+                        ErrorCode::UnsupportedVersion,
+                        format!("this server speaks version {PROTOCOL_VERSION} only"),
+                    ));
+                }
+                if let Some(c) = self.conns.get_mut(index) {
+                    c.phase = Phase::Auth;
+                }
+                self.respond(
+                    index,
+                    id,
+                    &Response::HelloOk {
+                        version: PROTOCOL_VERSION,
+                        frame_len_max: limits::FRAME_LEN_MAX,
+                        server_name: SERVER_NAME,
+                    },
+                );
+            }
+            Request::Auth { key, user_key } => {
+                let identity = self.broker.authenticate(key, user_key)?;
+                if let Some(c) = self.conns.get_mut(index) {
+                    c.phase = Phase::Ready;
+                    c.identity = Some(identity);
+                }
+                let (identity_kind, identity_id) = identity.wire();
+                self.respond(
+                    index,
+                    id,
+                    &Response::AuthOk {
+                        identity_kind,
+                        identity_id,
+                    },
+                );
+            }
+            Request::Ping { data } => self.respond(index, id, &Response::Pong { data }),
+            Request::Publish {
+                channel,
+                ack,
+                count,
+                messages_offset,
+            } => return self.publish(index, id, channel, ack, count, &body[messages_offset..]),
+            Request::Subscribe {
+                sub_id,
+                channel,
+                room,
+                start,
+            } => self.subscribe(index, id, sub_id, channel, room, start)?,
+            Request::Unsubscribe { sub_id } => {
+                let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+                let generation = conn.generation;
+                let sub = conn
+                    .subs
+                    .remove(&sub_id)
+                    .ok_or_else(|| WireError::new(ErrorCode::UnknownSubscription, format!("no subscription {sub_id}")))?;
+                self.forget_member(sub.channel.id, index, generation);
+                self.respond(index, id, &Response::Unsubscribed { sub_id });
+            }
+            Request::History {
+                channel,
+                room,
+                newest_first,
+                after_id,
+                before_id,
+                limit,
+            } => {
+                let ch = self.lookup(channel)?;
+                let room = check_room(&ch, room)?;
+                let order = if newest_first { Order::NewestFirst } else { Order::OldestFirst };
+                let limit = if limit == 0 { limits::HISTORY_PAGE_DEFAULT } else { limit.min(limits::HISTORY_PAGE_MAX) };
+                let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+                let start = wire::begin_frame(&mut conn.wbuf, Opcode::HistoryPage, id);
+                let count_at = conn.wbuf.len();
+                conn.wbuf.extend_from_slice(&[0; 4]);
+                let mut count = 0u32;
+                let wbuf = &mut conn.wbuf;
+                let budget = limits::FRAME_LEN_MAX as usize;
+                ch.reader().page(
+                    room.as_deref(),
+                    (after_id > 0).then_some(after_id),
+                    (before_id > 0).then_some(before_id),
+                    order,
+                    limit as usize,
+                    &mut |raw| {
+                        if wbuf.len() - start + raw.len() > budget {
+                            return false;
+                        }
+                        wbuf.extend_from_slice(raw);
+                        count += 1;
+                        true
+                    },
+                );
+                conn.wbuf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+                wire::end_frame(&mut conn.wbuf, start);
+            }
+            Request::Fetch { channel, id: msg_id } => {
+                let ch = self.lookup(channel)?;
+                let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+                let wbuf = &mut conn.wbuf;
+                ch.reader()
+                    .get(msg_id, |raw| wire::encode_response(wbuf, id, &Response::Message { record: raw }))
+                    .ok_or_else(|| WireError::new(ErrorCode::MessageNotFound, format!("no message {msg_id}")))?;
+            }
+            Request::ChannelCreate { json } => {
+                let ch = self.broker.create_channel(json)?;
+                self.respond_channel(index, id, &ch);
+            }
+            Request::ChannelGet { name } => {
+                let ch = self.broker.channel(name)?;
+                self.respond_channel(index, id, &ch);
+            }
+            Request::ChannelList => {
+                let list: Vec<serde_json::Value> = self.broker.channels().iter().map(|c| c.to_json()).collect();
+                let json = serde_json::to_vec(&list).map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+                self.respond(index, id, &Response::Channels { json: &json });
+            }
+            Request::ChannelUpdate { name, json } => {
+                let ch = self.broker.update_channel(name, json)?;
+                self.respond_channel(index, id, &ch);
+            }
+            Request::ChannelDelete { name } => {
+                self.broker.delete_channel(name)?;
+                self.channel_cache.remove(name);
+                self.respond(index, id, &Response::Ok);
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    fn respond_channel(&mut self, index: usize, id: u32, ch: &Channel) {
+        let json = ch.to_json().to_string();
+        self.respond(index, id, &Response::Channel { json: json.as_bytes() });
+    }
+
+    fn lookup(&mut self, name: &str) -> Result<Arc<Channel>, WireError> {
+        if let Some(ch) = self.channel_cache.get(name) {
+            if !ch.is_deleted() {
+                return Ok(ch.clone());
+            }
+            self.channel_cache.remove(name);
+        }
+        let ch = self.broker.channel(name)?;
+        if self.channel_cache.len() >= limits::CHANNELS_MAX {
+            self.channel_cache.clear();
+        }
+        self.channel_cache.insert(name.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn publish(
+        &mut self,
+        index: usize,
+        id: u32,
+        channel: &str,
+        ack: wire::AckMode,
+        count: u32,
+        region: &[u8],
+    ) -> Result<Next, WireError> {
+        let ch = self.lookup(channel)?;
+        if !ch.custom_publish() {
+            return Err(WireError::new(
+                ErrorCode::CustomPublishDisabled,
+                "custom publish is not allowed on this channel",
+            ));
+        }
+        let conn = self.conns.get(index).ok_or_else(|| bad("gone"))?;
+        let identity = conn.identity.ok_or_else(|| WireError::new(ErrorCode::AuthRequired, "send Auth first"))?;
+        let author = identity.author();
+        let ranges = wire::split_messages(region, count)?;
+        let mut data = BytesMut::from(region);
+        for (i, &(s, e)) in ranges.iter().enumerate() {
+            let body = &mut data[s..e];
+            let info = record::check_body(body).map_err(|e| match e {
+                RecordError::Malformed(why) => bad(format!("message {i}: {why}")),
+                other => bad(format!("message {i}: {other}")),
+            })?;
+            if ch.kind() == ChannelKind::SeparateRooms && info.room.is_none() {
+                return Err(WireError::new(
+                    ErrorCode::RoomRequired,
+                    format!("message {i}: channel {channel:?} has separate rooms; name a room"),
+                ));
+            }
+            // The record must fit a Deliver frame (8 bytes of sub id and count).
+            if record::record_len(author, e - s) + 8 + wire::FRAME_HEADER_LEN - 4 > limits::FRAME_LEN_MAX as usize {
+                return Err(bad(format!("message {i} is too large for a frame")));
+            }
+        }
+        let bytes = data.len();
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        let msg = WriterMsg::Publish(PublishReq {
+            channel_id: ch.id,
+            author,
+            data: data.freeze(),
+            count,
+            ack,
+            conn: ConnRef {
+                thread: self.id,
+                index,
+                generation: conn.generation,
+            },
+            request_id: id,
+        });
+        conn.inflight += 1;
+        match self.broker.try_append(msg, bytes) {
+            Ok(()) => Ok(Next::Continue),
+            Err(back) => {
+                conn.stalled = Some(back);
+                conn.stalled_bytes = bytes;
+                if !self.again.contains(&index) {
+                    self.again.push(index);
+                }
+                Ok(Next::Pause)
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        index: usize,
+        id: u32,
+        sub_id: u32,
+        channel: &str,
+        room: &str,
+        start: Start,
+    ) -> Result<(), WireError> {
+        let ch = self.lookup(channel)?;
+        let room = check_room(&ch, room)?;
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        if conn.subs.contains_key(&sub_id) {
+            return Err(WireError::new(
+                ErrorCode::SubscriptionExists,
+                format!("subscription {sub_id} exists on this connection"),
+            ));
+        }
+        if conn.subs.len() >= limits::SUBSCRIPTIONS_PER_CONNECTION_MAX {
+            return Err(WireError::new(
+                ErrorCode::LimitExceeded,
+                "too many subscriptions on this connection (SUBSCRIPTIONS_PER_CONNECTION_MAX)",
+            ));
+        }
+        let reader = ch.reader().clone();
+        let head_id = reader.head_id();
+        let after = match start {
+            Start::New => head_id,
+            Start::AfterId(n) => n,
+            Start::Earliest => reader.oldest_id().saturating_sub(1),
+            Start::AtTime(t) => reader.first_id_at_or_after(t).saturating_sub(1),
+        };
+        let cursor = reader.cursor(after, room.as_deref());
+        let next_id = cursor.next_id();
+        let generation = conn.generation;
+        conn.subs.insert(
+            sub_id,
+            Sub {
+                channel: ch.clone(),
+                cursor,
+            },
+        );
+        wire::encode_response(
+            &mut conn.wbuf,
+            id,
+            &Response::Subscribed {
+                sub_id,
+                next_id,
+                head_id,
+            },
+        );
+        self.channel_subs
+            .entry(ch.id)
+            .or_insert_with(|| ChannelSubs {
+                channel: ch.clone(),
+                reader,
+                last_head: head_id,
+                members: Vec::new(),
+            })
+            .members
+            .push((index, generation, sub_id));
+        self.pump(index, sub_id);
+        Ok(())
+    }
+}
+
+/// The room a request names, lower-cased; required on separate-rooms channels.
+fn check_room(ch: &Channel, room: &str) -> Result<Option<Vec<u8>>, WireError> {
+    if room.is_empty() {
+        if ch.kind() == ChannelKind::SeparateRooms {
+            return Err(WireError::new(
+                ErrorCode::RoomRequired,
+                format!("channel {:?} has separate rooms; name a room", ch.name()),
+            ));
+        }
+        return Ok(None);
+    }
+    if room.len() > limits::ROOM_LEN_MAX {
+        return Err(WireError::new(ErrorCode::InvalidName, "room over ROOM_LEN_MAX"));
+    }
+    Ok(Some(room.to_lowercase().into_bytes()))
+}

@@ -1,0 +1,529 @@
+//! The event loop: one `mio::Poll` per io thread, a closed set of tokens
+//! (listener, waker, connections), one `match` per event, draining until
+//! `WouldBlock`.
+//!
+//! Owns: sockets, connection buffers, accept and close, and driving
+//! subscriber cursors into write buffers. Never parses bytes itself (that is
+//! `wire` and `storage::record`) and never writes files.
+
+mod conn;
+mod handle;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::broker::writer::{Completion, ConnRef};
+use crate::broker::{Broker, Channel, IoLink};
+use crate::limits;
+use crate::storage::{Chunk, LogReader};
+use crate::wire::{self, ErrorCode, Response};
+use conn::{Conn, ReadOutcome};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of every io thread's waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Subscribers of one channel on this io thread.
+#[derive(Debug)]
+struct ChannelSubs {
+    channel: Arc<Channel>,
+    reader: LogReader,
+    last_head: u64,
+    /// (slab index, generation, subscription id).
+    members: Vec<(usize, u64, u32)>,
+}
+
+/// New connections handed from the accepting thread to each io thread.
+pub type Handoff = Arc<Vec<ArrayQueue<TcpStream>>>;
+
+/// One io thread's state.
+pub struct IoThread {
+    id: usize,
+    poll: Poll,
+    broker: Arc<Broker>,
+    link: Arc<IoLink>,
+    listener: Option<TcpListener>,
+    handoff: Handoff,
+    next_target: usize,
+    conns: Slab<Conn>,
+    next_generation: u64,
+    channel_subs: HashMap<u64, ChannelSubs>,
+    channel_cache: HashMap<String, Arc<Channel>>,
+    /// Connections with unhandled input or a stalled publish.
+    again: Vec<usize>,
+    /// Connections whose write buffer grew since the last flush pass.
+    dirty: Vec<usize>,
+}
+
+impl IoThread {
+    /// An io thread; thread 0 also owns the listener.
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        broker: Arc<Broker>,
+        listener: Option<TcpListener>,
+        handoff: Handoff,
+    ) -> std::io::Result<IoThread> {
+        let link = broker.io_links[id].clone();
+        let mut listener = listener;
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        Ok(IoThread {
+            id,
+            poll,
+            broker,
+            link,
+            listener,
+            handoff,
+            next_target: 0,
+            conns: Slab::new(),
+            next_generation: 1,
+            channel_subs: HashMap::new(),
+            channel_cache: HashMap::new(),
+            again: Vec::new(),
+            dirty: Vec::new(),
+        })
+    }
+
+    /// Runs the loop until shutdown completes.
+    ///
+    /// # Errors
+    /// A failure of the poll itself.
+    pub fn run(mut self) -> std::io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut shutdown_started: Option<Instant> = None;
+        loop {
+            let timeout = if self.again.is_empty() {
+                Some(Duration::from_millis(200))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(index) => {
+                        if event.is_readable() || event.is_read_closed() {
+                            self.on_readable(index);
+                        }
+                        if event.is_writable() || event.is_write_closed() {
+                            self.on_writable(index);
+                        }
+                    }
+                }
+            }
+            self.link.wake_pending.store(false, Ordering::Release);
+            self.take_handoffs();
+            self.drain_completions();
+            self.run_again();
+            self.fan_out();
+            self.flush_dirty();
+            if self.broker.shutting_down.load(Ordering::Acquire) {
+                let started = *shutdown_started.get_or_insert_with(|| {
+                    self.listener = None;
+                    Instant::now()
+                });
+                if self.broker.writer_done.load(Ordering::Acquire) {
+                    self.drain_completions();
+                    self.flush_dirty();
+                    self.final_flush();
+                    return Ok(());
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    tracing::error!("shutdown: the writer did not finish in 30 s");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if self.broker.connections.load(Ordering::Acquire) >= limits::CONNECTIONS_MAX {
+                        refuse(stream);
+                        continue;
+                    }
+                    self.broker.connections.fetch_add(1, Ordering::AcqRel);
+                    let n = self.handoff.len();
+                    let target = self.next_target % n;
+                    self.next_target = self.next_target.wrapping_add(1);
+                    if target == self.id {
+                        self.register(stream);
+                    } else if let Some(q) = self.handoff.get(target) {
+                        if let Err(stream) = q.push(stream) {
+                            self.register(stream);
+                        } else if let Some(link) = self.broker.io_links.get(target) {
+                            link.wake();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors or similar: log and retry on the next event.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn take_handoffs(&mut self) {
+        while let Some(stream) = self.handoff.get(self.id).and_then(ArrayQueue::pop) {
+            self.register(stream);
+        }
+    }
+
+    fn register(&mut self, mut stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "could not register a connection");
+            self.broker.connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        entry.insert(Conn::new(stream, generation));
+    }
+
+    fn on_readable(&mut self, index: usize) {
+        if self.broker.shutting_down.load(Ordering::Acquire) {
+            // Shutdown takes no new requests: what was queued is appended,
+            // synced and answered; nothing is queued after the writer drained.
+            return;
+        }
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else { return };
+            if conn.closing || self.paused(index) {
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(index) else { return };
+            match conn.read_some() {
+                ReadOutcome::Progress => {
+                    if !self.handle_frames(index) {
+                        return;
+                    }
+                }
+                ReadOutcome::WouldBlock => return,
+                ReadOutcome::Closed => {
+                    self.close(index);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// True when the connection must not take more input now; it is then
+    /// on the `again` list or waits for a writable event.
+    fn paused(&mut self, index: usize) -> bool {
+        let Some(conn) = self.conns.get(index) else { return true };
+        if conn.stalled.is_some() {
+            if !self.again.contains(&index) {
+                self.again.push(index);
+            }
+            return true;
+        }
+        // A full write buffer resumes on the writable event; too many
+        // publishes in flight resume when their completions arrive.
+        conn.out_full() || conn.inflight >= limits::CONNECTION_INFLIGHT_REQUESTS_MAX
+    }
+
+    fn on_writable(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        if let Err(e) = conn.flush() {
+            tracing::debug!(error = %e, "write failed");
+            self.close(index);
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        if conn.closing {
+            if conn.pending_out() == 0 {
+                self.close(index);
+            }
+            return;
+        }
+        if conn.deliveries_blocked && !conn.out_full() {
+            conn.deliveries_blocked = false;
+            let ids: Vec<u32> = conn.subs.keys().copied().collect();
+            for sub_id in ids {
+                self.pump(index, sub_id);
+            }
+            self.mark_dirty(index);
+        }
+        if !self.again.contains(&index) {
+            self.again.push(index);
+        }
+    }
+
+    /// Retries stalled publishes and parses input left in read buffers.
+    fn run_again(&mut self) {
+        if self.broker.shutting_down.load(Ordering::Acquire) {
+            self.again.clear();
+            return;
+        }
+        let list = std::mem::take(&mut self.again);
+        for index in list {
+            let Some(conn) = self.conns.get_mut(index) else { continue };
+            if let Some(msg) = conn.stalled.take() {
+                let bytes = conn.stalled_bytes;
+                match self.broker.try_append(msg, bytes) {
+                    Ok(()) => {}
+                    Err(back) => {
+                        conn.stalled = Some(back);
+                        self.again.push(index);
+                        continue;
+                    }
+                }
+            }
+            if self.handle_frames(index) {
+                self.on_readable(index);
+            }
+        }
+        if !self.again.is_empty() {
+            // Give the writer a moment when its queue is what blocks us.
+            std::thread::yield_now();
+        }
+    }
+
+    fn drain_completions(&mut self) {
+        while let Some(c) = self.link.completions.pop() {
+            let (conn_ref, frame) = match c {
+                Completion::Published {
+                    conn,
+                    request_id,
+                    ack,
+                    count,
+                    first_id,
+                    duplicates,
+                } => {
+                    let resp = (ack != wire::AckMode::None).then_some((request_id, count, first_id, duplicates));
+                    (conn, Ok(resp))
+                }
+                Completion::Failed {
+                    conn,
+                    request_id,
+                    code,
+                    message,
+                } => (conn, Err((request_id, code, message))),
+            };
+            let ConnRef { index, generation, .. } = conn_ref;
+            let Some(conn) = self.conns.get_mut(index) else { continue };
+            if conn.generation != generation {
+                continue;
+            }
+            conn.inflight = conn.inflight.saturating_sub(1);
+            match frame {
+                Ok(Some((request_id, count, first_id, duplicates))) => wire::encode_response(
+                    &mut conn.wbuf,
+                    request_id,
+                    &Response::PublishAck {
+                        count,
+                        first_id,
+                        duplicates,
+                    },
+                ),
+                Ok(None) => {}
+                Err((request_id, code, message)) => {
+                    wire::encode_error(&mut conn.wbuf, request_id, code, &message);
+                }
+            }
+            if conn.inflight == 0 || conn.inflight + 1 == limits::CONNECTION_INFLIGHT_REQUESTS_MAX {
+                if !self.again.contains(&index) {
+                    self.again.push(index);
+                }
+            }
+            self.mark_dirty(index);
+        }
+    }
+
+    fn mark_dirty(&mut self, index: usize) {
+        if !self.dirty.contains(&index) {
+            self.dirty.push(index);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        for index in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(index) else { continue };
+            if let Err(e) = conn.flush() {
+                tracing::debug!(error = %e, "write failed");
+                self.close(index);
+                continue;
+            }
+            let Some(conn) = self.conns.get(index) else { continue };
+            if conn.closing && conn.pending_out() == 0 {
+                self.close(index);
+            }
+        }
+    }
+
+    /// Moves newly published records of every channel with subscribers on
+    /// this thread into their connections' write buffers.
+    fn fan_out(&mut self) {
+        let mut work: Vec<(usize, u32)> = Vec::new();
+        let mut gone: Vec<u64> = Vec::new();
+        for (id, cs) in &mut self.channel_subs {
+            if cs.channel.is_deleted() {
+                gone.push(*id);
+                continue;
+            }
+            let head = cs.reader.head_id();
+            if head == cs.last_head {
+                continue;
+            }
+            cs.last_head = head;
+            for &(index, generation, sub_id) in &cs.members {
+                if self.conns.get(index).is_some_and(|c| c.generation == generation) {
+                    work.push((index, sub_id));
+                }
+            }
+        }
+        for id in gone {
+            self.close_channel_subs(id);
+        }
+        for (index, sub_id) in work {
+            self.pump(index, sub_id);
+            self.mark_dirty(index);
+        }
+    }
+
+    fn close_channel_subs(&mut self, channel_id: u64) {
+        let Some(cs) = self.channel_subs.remove(&channel_id) else { return };
+        self.channel_cache.retain(|_, c| c.id != channel_id);
+        for (index, generation, sub_id) in cs.members {
+            let Some(conn) = self.conns.get_mut(index) else { continue };
+            if conn.generation != generation || conn.subs.remove(&sub_id).is_none() {
+                continue;
+            }
+            wire::encode_response(
+                &mut conn.wbuf,
+                0,
+                &Response::SubscriptionClosed {
+                    sub_id,
+                    code: ErrorCode::ChannelNotFound,
+                    message: "the channel was deleted",
+                },
+            );
+            self.mark_dirty(index);
+        }
+    }
+
+    /// Copies records from one subscription's cursor into its connection's
+    /// write buffer until it is up to date or the buffer is full.
+    fn pump(&mut self, index: usize, sub_id: u32) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        let Some(sub) = conn.subs.get_mut(&sub_id) else { return };
+        loop {
+            if conn.wbuf.len() - conn.wpos >= limits::CONNECTION_WRITE_BUFFER_HIGH {
+                conn.deliveries_blocked = true;
+                return;
+            }
+            let start = wire::begin_deliver(&mut conn.wbuf, sub_id);
+            let wbuf = &mut conn.wbuf;
+            let chunk = sub
+                .cursor
+                .read(limits::DELIVERY_CHUNK_BYTES_MAX, &mut |run| wbuf.extend_from_slice(run));
+            match chunk {
+                Chunk::Records { records, .. } => wire::end_deliver(&mut conn.wbuf, start, records),
+                Chunk::UpToDate => {
+                    conn.wbuf.truncate(start);
+                    return;
+                }
+                Chunk::Gap {
+                    wanted_id,
+                    oldest_id,
+                } => {
+                    conn.wbuf.truncate(start);
+                    wire::encode_response(
+                        &mut conn.wbuf,
+                        0,
+                        &Response::Gap {
+                            sub_id,
+                            wanted_id,
+                            oldest_id,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        if !self.conns.contains(index) {
+            return;
+        }
+        let mut conn = self.conns.remove(index);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            tracing::debug!(error = %e, "deregister failed");
+        }
+        for sub in conn.subs.values() {
+            self.forget_member(sub.channel.id, index, conn.generation);
+        }
+        self.broker.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn forget_member(&mut self, channel_id: u64, index: usize, generation: u64) {
+        if let Some(cs) = self.channel_subs.get_mut(&channel_id) {
+            cs.members.retain(|&(i, g, _)| !(i == index && g == generation));
+            if cs.members.is_empty() {
+                self.channel_subs.remove(&channel_id);
+            }
+        }
+    }
+
+    fn final_flush(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let indexes: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        for index in indexes {
+            while Instant::now() < deadline {
+                let Some(conn) = self.conns.get_mut(index) else { break };
+                if conn.pending_out() == 0 || conn.flush().is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// Tells a connection over the limit why it is closed, without blocking.
+fn refuse(mut stream: TcpStream) {
+    use std::io::Write;
+    let mut out = Vec::new();
+    wire::encode_error(
+        &mut out,
+        0,
+        ErrorCode::LimitExceeded,
+        "too many connections (CONNECTIONS_MAX)",
+    );
+    // Best effort: the socket is new, so the small frame fits its buffer;
+    // if not, the peer sees the close alone.
+    if let Err(e) = stream.write(&out) {
+        tracing::debug!(error = %e, "could not send the refusal");
+    }
+}
