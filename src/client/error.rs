@@ -45,15 +45,17 @@ impl ClientError {
         }
     }
 
-    /// True when the connection can no longer be used.
+    /// True when the connection can no longer be used (including server
+    /// errors after which the server closes it).
     pub fn is_connection_lost(&self) -> bool {
-        matches!(
-            self,
+        match self {
             ClientError::Io(_)
-                | ClientError::Closed
-                | ClientError::Protocol(_)
-                | ClientError::Timeout
-        )
+            | ClientError::Closed
+            | ClientError::Protocol(_)
+            | ClientError::Timeout => true,
+            ClientError::Server { code, .. } => code.closes_connection(),
+            ClientError::Invalid(_) => false,
+        }
     }
 }
 

@@ -43,8 +43,8 @@ pub use message::{format_uuid, Message, OutgoingMessage};
 use crate::limits;
 use crate::storage::record;
 use crate::wire::{
-    decode_header, decode_response, encode_publish, encode_request, AckMode, ErrorCode,
-    FrameHeader, Opcode, Request, Response, Start, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    decode_header, decode_response, encode_publish, encode_request, publish_frame_len, AckMode,
+    ErrorCode, FrameHeader, Opcode, Request, Response, Start, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 
 /// Result of client calls.
@@ -60,8 +60,6 @@ pub const READ_BUFFER_LEN: usize = 256 * 1024;
 /// the server's per-connection write buffer (`CONNECTION_WRITE_BUFFER_HIGH`):
 /// the server never stops reading a client that is itself blocked writing.
 pub const MAX_IN_FLIGHT_DEFAULT: usize = 4096;
-/// Bytes reserved in a frame-size estimate for the fixed fields of a `Publish`.
-const PUBLISH_OVERHEAD_LEN: usize = FRAME_HEADER_LEN + 2 + limits::CHANNEL_NAME_LEN_MAX + 16;
 
 /// How to connect and authenticate.
 #[derive(Debug, Clone)]
@@ -723,16 +721,30 @@ impl Client {
 
     // ----- publishing -----------------------------------------------------
 
-    fn check_batch(&self, channel: &str, count: usize, bodies_len: usize) -> Result<()> {
+    /// Checks a publish against the protocol's limits before anything is
+    /// written, so a bad batch never poisons the write buffer.
+    fn check_publish(&self, channel: &str, bodies: &[&[u8]]) -> Result<()> {
         check_name(channel, limits::CHANNEL_NAME_LEN_MAX, "channel name")?;
+        let count = bodies.len();
         if count == 0 || count > limits::PUBLISH_BATCH_MAX as usize {
             return Err(ClientError::Invalid(format!(
                 "a publish carries 1..={} messages, not {count}",
                 limits::PUBLISH_BATCH_MAX
             )));
         }
-        let frame_len = PUBLISH_OVERHEAD_LEN + bodies_len + 4 * count;
-        if frame_len - 4 > self.info.frame_len_max as usize {
+        let body_max = limits::MESSAGE_BODY_LEN_MAX as usize;
+        if let Some(bad) = bodies
+            .iter()
+            .find(|b| b.len() < record::BODY_HEADER_LEN || b.len() > body_max)
+        {
+            return Err(ClientError::Invalid(format!(
+                "a message body must be {}..={body_max} bytes, not {}",
+                record::BODY_HEADER_LEN,
+                bad.len()
+            )));
+        }
+        let frame_len = publish_frame_len(channel, bodies.iter().map(|b| b.len()));
+        if frame_len > self.info.frame_len_max as usize + 4 {
             return Err(ClientError::Invalid(format!(
                 "a publish of {frame_len} bytes is over the frame limit of {}; split the batch",
                 self.info.frame_len_max
@@ -750,14 +762,7 @@ impl Client {
         ack: AckMode,
         pipelined: bool,
     ) -> Result<u32> {
-        let bodies_len = bodies.iter().map(|b| b.len()).sum();
-        self.check_batch(channel, bodies.len(), bodies_len)?;
-        if let Some(short) = bodies.iter().find(|b| b.len() < record::BODY_HEADER_LEN) {
-            return Err(ClientError::Invalid(format!(
-                "a message body of {} bytes is shorter than its header",
-                short.len()
-            )));
-        }
+        self.check_publish(channel, bodies)?;
         let rid = self.next_rid();
         encode_publish(&mut self.wbuf, rid, channel, ack, bodies);
         if pipelined && ack != AckMode::None {
@@ -1363,3 +1368,5 @@ impl Iterator for Events<'_> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
