@@ -659,6 +659,9 @@ impl Client {
                 records,
             } => {
                 split_records(records, count, |_| {})?;
+                if count == 0 {
+                    return Ok(());
+                }
                 self.pushes.push_back(Push::Deliver {
                     sub_id,
                     records: records.to_vec(),
@@ -791,24 +794,34 @@ impl Client {
     ) -> Result<u32> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let mut ends = Vec::with_capacity(messages.len());
-        let mut encoded = Ok(());
-        for m in messages {
-            encoded = m.encode_body(&mut scratch);
-            if encoded.is_err() {
-                break;
+        let result = match messages {
+            // The pipelined hot path: one body in the reused scratch buffer,
+            // nothing allocated.
+            [one] => one.encode_body(&mut scratch).and_then(|()| {
+                let body: &[u8] = &scratch;
+                self.append_publish(channel, std::slice::from_ref(&body), ack, pipelined)
+            }),
+            _ => {
+                let mut ends = Vec::with_capacity(messages.len());
+                let mut encoded = Ok(());
+                for m in messages {
+                    encoded = m.encode_body(&mut scratch);
+                    if encoded.is_err() {
+                        break;
+                    }
+                    ends.push(scratch.len());
+                }
+                encoded.and_then(|()| {
+                    let mut bodies: Vec<&[u8]> = Vec::with_capacity(ends.len());
+                    let mut start = 0;
+                    for &end in &ends {
+                        bodies.push(&scratch[start..end]);
+                        start = end;
+                    }
+                    self.append_publish(channel, &bodies, ack, pipelined)
+                })
             }
-            ends.push(scratch.len());
-        }
-        let result = encoded.and_then(|()| {
-            let mut bodies: Vec<&[u8]> = Vec::with_capacity(ends.len());
-            let mut start = 0;
-            for &end in &ends {
-                bodies.push(&scratch[start..end]);
-                start = end;
-            }
-            self.append_publish(channel, &bodies, ack, pipelined)
-        });
+        };
         self.scratch = scratch;
         result
     }
