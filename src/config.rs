@@ -70,3 +70,252 @@ pub fn parse_durability(s: &str) -> Result<Durability, String> {
         },
     }
 }
+
+/// Most io threads a configuration may ask for.
+pub const IO_THREADS_MAX: usize = 1024;
+
+/// Why a configuration was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The `tidewire serve --config FILE` format (TOML); every field is
+/// optional and overrides the default. Unknown fields are an error, so a
+/// typo never passes silently.
+///
+/// ```toml
+/// data_dir = "/var/lib/tidewire"
+/// listen = "0.0.0.0:7400"
+/// http_listen = "0.0.0.0:7480"
+/// io_threads = 2
+/// durability = "interval:5"
+/// segment_size = 268435456
+/// segment_age_secs = 86400
+/// retention_secs = 86400
+/// admin_key = "..."
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where logs and metadata live.
+    pub data_dir: Option<PathBuf>,
+    /// Address of the binary protocol listener.
+    pub listen: Option<String>,
+    /// Address of the HTTP shim listener.
+    pub http_listen: Option<String>,
+    /// Number of io threads.
+    pub io_threads: Option<usize>,
+    /// `none`, `batch` or `interval:MS`.
+    pub durability: Option<String>,
+    /// Size of each segment file, in bytes.
+    pub segment_size: Option<u64>,
+    /// Age at which the active segment is rotated, in seconds.
+    pub segment_age_secs: Option<u64>,
+    /// How long messages stay readable, in seconds.
+    pub retention_secs: Option<u64>,
+    /// Bootstrap admin key.
+    pub admin_key: Option<String>,
+}
+
+/// Parses a listen address: `host:port`, resolving host names.
+///
+/// # Errors
+/// When it does not parse or resolves to nothing.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConfigError(format!("{s:?} is not a host:port address")))
+}
+
+/// Seconds to microseconds for a duration setting that must be positive.
+///
+/// # Errors
+/// For 0 or a value whose microseconds overflow.
+pub fn secs_to_us(secs: u64, what: &str) -> Result<u64, ConfigError> {
+    secs.checked_mul(1_000_000)
+        .filter(|&us| us > 0)
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{what} must be between 1 and {} seconds",
+                u64::MAX / 1_000_000
+            ))
+        })
+}
+
+impl FileConfig {
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// Syntax errors, unknown fields and wrong types, with their position.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Writes the fields that are set into `config`.
+    ///
+    /// # Errors
+    /// A field that does not parse (addresses, durability, zero durations).
+    pub fn apply(&self, config: &mut ServerConfig) -> Result<(), ConfigError> {
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(listen) = &self.listen {
+            config.listen = parse_listen(listen)?;
+        }
+        if let Some(http) = &self.http_listen {
+            config.http_listen = Some(parse_listen(http)?);
+        }
+        if let Some(n) = self.io_threads {
+            config.io_threads = n;
+        }
+        if let Some(d) = &self.durability {
+            config.log.durability = parse_durability(d).map_err(ConfigError)?;
+        }
+        if let Some(size) = self.segment_size {
+            config.log.segment_size = size;
+        }
+        if let Some(secs) = self.segment_age_secs {
+            config.log.segment_age_us = secs_to_us(secs, "segment_age_secs")?;
+        }
+        if let Some(secs) = self.retention_secs {
+            config.log.retention_us = secs_to_us(secs, "retention_secs")?;
+        }
+        if let Some(key) = &self.admin_key {
+            config.admin_key = Some(key.clone());
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// Defaults, overridden by the TOML file at `path`, validated.
+    ///
+    /// # Errors
+    /// When the file cannot be read, does not parse, or a value is out of
+    /// its limits; the message names the file.
+    pub fn from_file(path: &std::path::Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let file = FileConfig::parse(&text)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let mut config = ServerConfig::new(DATA_DIR_DEFAULT);
+        file.apply(&mut config)
+            .and_then(|()| config.validate())
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        Ok(config)
+    }
+
+    /// Checks every setting against `limits`.
+    ///
+    /// # Errors
+    /// A message naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use crate::limits::{KEY_LEN_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
+        if !(1..=IO_THREADS_MAX).contains(&self.io_threads) {
+            return Err(ConfigError(format!(
+                "io_threads must be 1..={IO_THREADS_MAX}, not {}",
+                self.io_threads
+            )));
+        }
+        let size = self.log.segment_size;
+        if !(SEGMENT_SIZE_MIN..=SEGMENT_SIZE_MAX).contains(&size) {
+            return Err(ConfigError(format!(
+                "segment_size must be {SEGMENT_SIZE_MIN}..={SEGMENT_SIZE_MAX} bytes, not {size}"
+            )));
+        }
+        if self.log.segment_age_us == 0 || self.log.retention_us == 0 {
+            return Err(ConfigError(
+                "segment age and retention must be positive".into(),
+            ));
+        }
+        if let Some(key) = &self.admin_key {
+            if key.is_empty() || key.len() > KEY_LEN_MAX {
+                return Err(ConfigError(format!(
+                    "admin_key must be 1..={KEY_LEN_MAX} bytes"
+                )));
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError("data_dir must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod file_config_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_overrides_every_default() {
+        let file = FileConfig::parse(
+            r#"
+            data_dir = "/tmp/tw"
+            listen = "127.0.0.1:9000"
+            http_listen = "127.0.0.1:9001"
+            io_threads = 3
+            durability = "interval:7"
+            segment_size = 1048576
+            segment_age_secs = 60
+            retention_secs = 120
+            admin_key = "k"
+            "#,
+        )
+        .unwrap();
+        let mut c = ServerConfig::new(DATA_DIR_DEFAULT);
+        file.apply(&mut c).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/tw"));
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.http_listen, Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(c.io_threads, 3);
+        assert_eq!(c.log.durability, Durability::Interval { ms: 7 });
+        assert_eq!(c.log.segment_size, 1_048_576);
+        assert_eq!(c.log.segment_age_us, 60_000_000);
+        assert_eq!(c.log.retention_us, 120_000_000);
+        assert_eq!(c.admin_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_errors() {
+        assert!(FileConfig::parse("listen_addr = \"x\"").is_err());
+        assert!(FileConfig::parse("io_threads = \"two\"").is_err());
+        let mut c = ServerConfig::new(DATA_DIR_DEFAULT);
+        let bad = FileConfig {
+            durability: Some("sometimes".into()),
+            ..FileConfig::default()
+        };
+        assert!(bad.apply(&mut c).is_err());
+        let zero = FileConfig {
+            retention_secs: Some(0),
+            ..FileConfig::default()
+        };
+        assert!(zero.apply(&mut c).is_err());
+    }
+
+    #[test]
+    fn validation_enforces_the_limits() {
+        let mut c = ServerConfig::new(DATA_DIR_DEFAULT);
+        c.validate().unwrap();
+        c.io_threads = 0;
+        assert!(c.validate().is_err());
+        c.io_threads = 1;
+        c.log.segment_size = crate::limits::SEGMENT_SIZE_MIN - 1;
+        assert!(c.validate().is_err());
+        c.log.segment_size = crate::limits::SEGMENT_SIZE_DEFAULT;
+        c.admin_key = Some(String::new());
+        assert!(c.validate().is_err());
+    }
+}

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod broker;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod limits;
