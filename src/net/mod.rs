@@ -267,17 +267,24 @@ impl IoThread {
             }
             return;
         }
-        if conn.deliveries_blocked && !conn.out_full() {
-            conn.deliveries_blocked = false;
-            let ids: Vec<u32> = conn.subs.keys().copied().collect();
-            for sub_id in ids {
-                self.pump(index, sub_id);
-            }
-            self.mark_dirty(index);
-        }
         if !self.again.contains(&index) {
             self.again.push(index);
         }
+    }
+
+    /// Restarts the cursors of a connection whose deliveries stopped at a
+    /// full write buffer, once the buffer has room again.
+    fn resume_deliveries(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        if !conn.deliveries_blocked || conn.out_full() {
+            return;
+        }
+        conn.deliveries_blocked = false;
+        let ids: Vec<u32> = conn.subs.keys().copied().collect();
+        for sub_id in ids {
+            self.pump(index, sub_id);
+        }
+        self.mark_dirty(index);
     }
 
     /// Retries stalled publishes and parses input left in read buffers.
@@ -288,6 +295,7 @@ impl IoThread {
         }
         let list = std::mem::take(&mut self.again);
         for index in list {
+            self.resume_deliveries(index);
             let Some(conn) = self.conns.get_mut(index) else { continue };
             if let Some(msg) = conn.stalled.take() {
                 let bytes = conn.stalled_bytes;
@@ -378,6 +386,10 @@ impl IoThread {
             let Some(conn) = self.conns.get(index) else { continue };
             if conn.closing && conn.pending_out() == 0 {
                 self.close(index);
+            } else if conn.deliveries_blocked && !conn.out_full() && !self.again.contains(&index) {
+                // The socket took the buffer without reaching `WouldBlock`,
+                // so no writable event will come: resume on the next turn.
+                self.again.push(index);
             }
         }
     }
