@@ -78,7 +78,11 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         polls.push(poll);
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let (broker, logs, generated_admin_key) = Broker::open(
+    let crate::broker::Opened {
+        broker,
+        logs,
+        generated_admin_key,
+    } = Broker::open(
         &config.data_dir,
         config.log.clone(),
         config.clock.clone(),
@@ -98,11 +102,15 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let mut listener = Some(listener);
     for (id, poll) in polls.into_iter().enumerate() {
         let io = IoThread::new(id, poll, broker.clone(), listener.take(), handoff.clone())?;
-        threads.push(std::thread::Builder::new().name(format!("tidewire-io-{id}")).spawn(move || {
-            if let Err(e) = io.run() {
-                tracing::error!(error = %e, "io thread stopped");
-            }
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("tidewire-io-{id}"))
+                .spawn(move || {
+                    if let Err(e) = io.run() {
+                        tracing::error!(error = %e, "io thread stopped");
+                    }
+                })?,
+        );
     }
     tracing::info!(%addr, io_threads, data_dir = %config.data_dir.display(), "tidewire listening");
     Ok(ServerHandle {

@@ -36,7 +36,13 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(format_time_us(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(format_time_us(1_447_948_399_281_155), "2015-11-19T15:53:19.281155Z");
-        assert_eq!(format_time_us(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(
+            format_time_us(1_447_948_399_281_155),
+            "2015-11-19T15:53:19.281155Z"
+        );
+        assert_eq!(
+            format_time_us(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
     }
 }

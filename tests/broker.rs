@@ -20,7 +20,8 @@ fn connect(addr: &str) -> Client {
 }
 
 fn create(c: &mut Client, name: &str) {
-    c.channel_create(&json!({ "name": name })).expect("channel created");
+    c.channel_create(&json!({ "name": name }))
+        .expect("channel created");
 }
 
 /// Receives `n` messages of subscription `sub_id`, returning their ids and payloads.
@@ -28,7 +29,9 @@ fn receive(c: &mut Client, n: usize) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match c.next_event(WAIT).expect("event") {
-            Some(Event::Message { message, .. }) => out.push((message.id, message.payload.to_vec())),
+            Some(Event::Message { message, .. }) => {
+                out.push((message.id, message.payload.to_vec()))
+            }
             Some(other) => panic!("unexpected event {other:?}"),
             None => panic!("timed out after {} of {n} messages", out.len()),
         }
@@ -55,7 +58,10 @@ fn a_published_message_reaches_a_subscriber_with_its_fields() {
             assert_eq!(&message.payload[..], br#"{"n":1}"#);
             assert_eq!(message.room.as_deref(), Some("eu"));
             assert_eq!(message.uuid, Some([9; 16]));
-            assert!(matches!(message.author, tidewire::storage::Author::Admin(_)));
+            assert!(matches!(
+                message.author,
+                tidewire::storage::Author::Admin(_)
+            ));
         }
         other => panic!("expected a message, got {other:?}"),
     }
@@ -76,7 +82,10 @@ fn pipelined_publishes_are_acknowledged_in_order_with_contiguous_ids() {
     let mut request_ids = Vec::new();
     for i in 0..n {
         let payload = i.to_le_bytes();
-        request_ids.push(c.send_publish("pipe", &OutgoingMessage::new(&payload), AckMode::Append).unwrap());
+        request_ids.push(
+            c.send_publish("pipe", &OutgoingMessage::new(&payload), AckMode::Append)
+                .unwrap(),
+        );
     }
     c.flush().unwrap();
     for (i, rid) in request_ids.iter().enumerate() {
@@ -96,14 +105,26 @@ fn a_repeated_idempotency_key_returns_the_original_id() {
     let mut c = connect(&server.addr);
     create(&mut c, "idem");
     let first = c
-        .publish("idem", &OutgoingMessage::new(b"x").idempotency_key(b"order-17"), AckMode::Append)
+        .publish(
+            "idem",
+            &OutgoingMessage::new(b"x").idempotency_key(b"order-17"),
+            AckMode::Append,
+        )
         .unwrap();
-    c.publish("idem", &OutgoingMessage::new(b"y"), AckMode::Append).unwrap();
+    c.publish("idem", &OutgoingMessage::new(b"y"), AckMode::Append)
+        .unwrap();
     let again = c
-        .publish("idem", &OutgoingMessage::new(b"x").idempotency_key(b"order-17"), AckMode::Append)
+        .publish(
+            "idem",
+            &OutgoingMessage::new(b"x").idempotency_key(b"order-17"),
+            AckMode::Append,
+        )
         .unwrap();
     assert_eq!(first, again);
-    assert_eq!(c.history("idem", &HistoryQuery::default()).unwrap().len(), 2);
+    assert_eq!(
+        c.history("idem", &HistoryQuery::default()).unwrap().len(),
+        2
+    );
 }
 
 #[test]
@@ -113,7 +134,12 @@ fn resuming_after_a_reconnect_loses_and_repeats_nothing() {
     let mut publ = connect(&server.addr);
     create(&mut publ, "resume");
     for i in 0..300u32 {
-        publ.publish("resume", &OutgoingMessage::new(&i.to_le_bytes()), AckMode::Append).unwrap();
+        publ.publish(
+            "resume",
+            &OutgoingMessage::new(&i.to_le_bytes()),
+            AckMode::Append,
+        )
+        .unwrap();
     }
     let mut sub = connect(&server.addr);
     sub.subscribe("resume", None, Start::Earliest).unwrap();
@@ -121,10 +147,16 @@ fn resuming_after_a_reconnect_loses_and_repeats_nothing() {
     let last_seen = first.last().unwrap().0;
     drop(sub);
     for i in 300..400u32 {
-        publ.publish("resume", &OutgoingMessage::new(&i.to_le_bytes()), AckMode::Append).unwrap();
+        publ.publish(
+            "resume",
+            &OutgoingMessage::new(&i.to_le_bytes()),
+            AckMode::Append,
+        )
+        .unwrap();
     }
     let mut sub = connect(&server.addr);
-    sub.subscribe("resume", None, Start::AfterId(last_seen)).unwrap();
+    sub.subscribe("resume", None, Start::AfterId(last_seen))
+        .unwrap();
     let rest = receive(&mut sub, 400 - 120);
     let ids: Vec<u64> = first.iter().chain(rest.iter()).map(|m| m.0).collect();
     assert_eq!(ids, (1..=400).collect::<Vec<_>>());
@@ -140,22 +172,45 @@ fn a_graceful_restart_keeps_messages_and_continues_ids() {
     let mut c = connect(&server.addr);
     create(&mut c, "durable");
     for _ in 0..50 {
-        c.publish("durable", &OutgoingMessage::new(b"before"), AckMode::Append).unwrap();
+        c.publish("durable", &OutgoingMessage::new(b"before"), AckMode::Append)
+            .unwrap();
     }
     drop(c);
     server.stop();
     let server = TestServer::start(dir.path());
     let mut c = connect(&server.addr);
-    assert_eq!(c.publish("durable", &OutgoingMessage::new(b"after"), AckMode::Append).unwrap(), 51);
+    assert_eq!(
+        c.publish("durable", &OutgoingMessage::new(b"after"), AckMode::Append)
+            .unwrap(),
+        51
+    );
     let all = c
-        .history("durable", &HistoryQuery { newest_first: false, limit: 1000, ..HistoryQuery::default() })
+        .history(
+            "durable",
+            &HistoryQuery {
+                newest_first: false,
+                limit: 1000,
+                ..HistoryQuery::default()
+            },
+        )
         .unwrap();
-    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), (1..=51).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|m| m.id).collect::<Vec<_>>(),
+        (1..=51).collect::<Vec<_>>()
+    );
 }
 
 fn spawn_server_process(dir: &std::path::Path, durability: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidewire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--io-threads", "2", "--durability", durability])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--io-threads",
+            "2",
+            "--durability",
+            durability,
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env("TIDEWIRE_ADMIN_KEY", ADMIN_KEY)
@@ -186,7 +241,14 @@ fn kill_9_under_batch_durability_loses_no_acknowledged_message() {
     let mut acked = Vec::new();
     let mut pending = std::collections::VecDeque::new();
     for i in 0..20_000u32 {
-        pending.push_back(c.send_publish("crash", &OutgoingMessage::new(&i.to_le_bytes()), AckMode::Durable).unwrap());
+        pending.push_back(
+            c.send_publish(
+                "crash",
+                &OutgoingMessage::new(&i.to_le_bytes()),
+                AckMode::Durable,
+            )
+            .unwrap(),
+        );
         if pending.len() >= 256 {
             c.flush().unwrap();
             let ack = c.recv_ack().unwrap();
@@ -202,20 +264,32 @@ fn kill_9_under_batch_durability_loses_no_acknowledged_message() {
     let (mut child, addr) = spawn_server_process(dir.path(), "batch");
     let mut c = connect(&addr);
     let stored = c
-        .history("crash", &HistoryQuery { newest_first: false, limit: 1000, ..HistoryQuery::default() })
+        .history(
+            "crash",
+            &HistoryQuery {
+                newest_first: false,
+                limit: 1000,
+                ..HistoryQuery::default()
+            },
+        )
         .unwrap();
     assert_eq!(stored.first().map(|m| m.id), Some(1));
     let mut all = Vec::new();
     let mut sub = connect(&addr);
     sub.subscribe("crash", None, Start::Earliest).unwrap();
     let head = c.channel_get("crash").unwrap()["head_id"].as_u64().unwrap();
-    assert!(head >= *acked.last().unwrap(), "head {head} lost acknowledged ids");
+    assert!(
+        head >= *acked.last().unwrap(),
+        "head {head} lost acknowledged ids"
+    );
     all.extend(receive(&mut sub, head as usize));
     for (k, (id, payload)) in all.iter().enumerate() {
         assert_eq!(*id, k as u64 + 1, "ids are contiguous, exactly once");
         assert_eq!(payload, &(k as u32).to_le_bytes());
     }
-    let next = c.publish("crash", &OutgoingMessage::new(b"after"), AckMode::Append).unwrap();
+    let next = c
+        .publish("crash", &OutgoingMessage::new(b"after"), AckMode::Append)
+        .unwrap();
     assert_eq!(next, head + 1);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -267,14 +341,20 @@ fn a_start_that_left_retention_gets_a_gap_notice_then_continues() {
     let mut c = connect(&server.addr);
     create(&mut c, "expiring");
     for _ in 0..3 {
-        c.publish("expiring", &OutgoingMessage::new(b"old"), AckMode::Append).unwrap();
+        c.publish("expiring", &OutgoingMessage::new(b"old"), AckMode::Append)
+            .unwrap();
     }
     clock.advance_us(25 * 3600 * 1_000_000);
-    c.publish("expiring", &OutgoingMessage::new(b"new"), AckMode::Append).unwrap();
+    c.publish("expiring", &OutgoingMessage::new(b"new"), AckMode::Append)
+        .unwrap();
     let mut sub = connect(&server.addr);
     sub.subscribe("expiring", None, Start::AfterId(0)).unwrap();
     match sub.next_event(WAIT).unwrap() {
-        Some(Event::Gap { wanted_id, oldest_id, .. }) => {
+        Some(Event::Gap {
+            wanted_id,
+            oldest_id,
+            ..
+        }) => {
             assert_eq!(wanted_id, 1);
             assert_eq!(oldest_id, 4);
         }
@@ -292,9 +372,20 @@ fn raw_handshake(addr: &str) -> TcpStream {
     wire::encode_request(
         &mut out,
         1,
-        &wire::Request::Hello { version_min: 1, version_max: 1, client_name: "raw" },
+        &wire::Request::Hello {
+            version_min: 1,
+            version_max: 1,
+            client_name: "raw",
+        },
     );
-    wire::encode_request(&mut out, 2, &wire::Request::Auth { key: ADMIN_KEY, user_key: "" });
+    wire::encode_request(
+        &mut out,
+        2,
+        &wire::Request::Auth {
+            key: ADMIN_KEY,
+            user_key: "",
+        },
+    );
     s.write_all(&out).unwrap();
     for _ in 0..2 {
         let (h, body) = read_frame(&mut s).expect("handshake reply");
@@ -322,7 +413,11 @@ fn expect_error_then_close(s: &mut TcpStream, code: ErrorCode) {
         other => panic!("expected an error, got {other:?}"),
     }
     let mut rest = [0u8; 16];
-    assert_eq!(s.read(&mut rest).unwrap_or(0), 0, "the connection is closed");
+    assert_eq!(
+        s.read(&mut rest).unwrap_or(0),
+        0,
+        "the connection is closed"
+    );
 }
 
 #[test]
@@ -355,16 +450,28 @@ fn malformed_and_oversized_frames_close_only_their_connection() {
     let (h, body) = read_frame(&mut garbage).expect("an error frame");
     assert!(matches!(
         wire::decode_response(&h, &body).unwrap(),
-        wire::Response::Error { code: ErrorCode::BadRequest, .. }
+        wire::Response::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
     ));
     assert_eq!(h.request_id, 5);
     let mut ping = Vec::new();
     wire::encode_request(&mut ping, 6, &wire::Request::Ping { data: b"hi" });
     garbage.write_all(&ping).unwrap();
     let (h, body) = read_frame(&mut garbage).expect("a pong");
-    assert_eq!(wire::decode_response(&h, &body).unwrap(), wire::Response::Pong { data: b"hi" });
+    assert_eq!(
+        wire::decode_response(&h, &body).unwrap(),
+        wire::Response::Pong { data: b"hi" }
+    );
 
-    let id = good.publish("safe", &OutgoingMessage::new(b"still here"), AckMode::Append).unwrap();
+    let id = good
+        .publish(
+            "safe",
+            &OutgoingMessage::new(b"still here"),
+            AckMode::Append,
+        )
+        .unwrap();
     assert_eq!(receive(&mut sub, 1)[0].0, id);
 }
 
@@ -374,28 +481,53 @@ fn requests_that_fail_get_stable_codes_and_the_connection_goes_on() {
     let server = TestServer::start(dir.path());
     let mut c = connect(&server.addr);
     let err = |r: Result<u64, ClientError>| r.unwrap_err().code();
-    assert_eq!(err(c.publish("nope", &OutgoingMessage::new(b"x"), AckMode::Append)), Some(ErrorCode::ChannelNotFound));
-    c.channel_create(&json!({"name": "rooms", "type": "separate_rooms"})).unwrap();
-    assert_eq!(err(c.publish("rooms", &OutgoingMessage::new(b"x"), AckMode::Append)), Some(ErrorCode::RoomRequired));
+    assert_eq!(
+        err(c.publish("nope", &OutgoingMessage::new(b"x"), AckMode::Append)),
+        Some(ErrorCode::ChannelNotFound)
+    );
+    c.channel_create(&json!({"name": "rooms", "type": "separate_rooms"}))
+        .unwrap();
+    assert_eq!(
+        err(c.publish("rooms", &OutgoingMessage::new(b"x"), AckMode::Append)),
+        Some(ErrorCode::RoomRequired)
+    );
     assert_eq!(
         c.subscribe("rooms", None, Start::New).unwrap_err().code(),
         Some(ErrorCode::RoomRequired)
     );
-    c.channel_create(&json!({"name": "closed", "custom_publish": false})).unwrap();
+    c.channel_create(&json!({"name": "closed", "custom_publish": false}))
+        .unwrap();
     assert_eq!(
         err(c.publish("closed", &OutgoingMessage::new(b"x"), AckMode::Append)),
         Some(ErrorCode::CustomPublishDisabled)
     );
     assert_eq!(
-        c.channel_create(&json!({"name": "rooms"})).unwrap_err().code(),
+        c.channel_create(&json!({"name": "rooms"}))
+            .unwrap_err()
+            .code(),
         Some(ErrorCode::ChannelExists)
     );
     assert_eq!(
-        c.channel_create(&json!({"name": "../etc"})).unwrap_err().code(),
+        c.channel_create(&json!({"name": "../etc"}))
+            .unwrap_err()
+            .code(),
         Some(ErrorCode::InvalidName)
     );
-    assert!(Client::connect(&server.addr, "wrong-key").unwrap_err().code() == Some(ErrorCode::AuthFailed));
-    assert_eq!(c.publish("rooms", &OutgoingMessage::new(b"x").room("a"), AckMode::Append).unwrap(), 1);
+    assert!(
+        Client::connect(&server.addr, "wrong-key")
+            .unwrap_err()
+            .code()
+            == Some(ErrorCode::AuthFailed)
+    );
+    assert_eq!(
+        c.publish(
+            "rooms",
+            &OutgoingMessage::new(b"x").room("a"),
+            AckMode::Append
+        )
+        .unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -403,22 +535,42 @@ fn room_subscriptions_and_history_see_only_their_room() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path());
     let mut c = connect(&server.addr);
-    c.channel_create(&json!({"name": "chat", "type": "separate_rooms"})).unwrap();
+    c.channel_create(&json!({"name": "chat", "type": "separate_rooms"}))
+        .unwrap();
     let mut sub = connect(&server.addr);
-    sub.subscribe("chat", Some("blue"), Start::Earliest).unwrap();
+    sub.subscribe("chat", Some("blue"), Start::Earliest)
+        .unwrap();
     for i in 0..30u32 {
         let room = if i % 3 == 0 { "Blue" } else { "red" };
-        c.publish("chat", &OutgoingMessage::new(&i.to_le_bytes()).room(room), AckMode::Append).unwrap();
+        c.publish(
+            "chat",
+            &OutgoingMessage::new(&i.to_le_bytes()).room(room),
+            AckMode::Append,
+        )
+        .unwrap();
     }
     let blue = receive(&mut sub, 10);
-    assert_eq!(blue.iter().map(|m| m.0).collect::<Vec<_>>(), (0..10).map(|k| k * 3 + 1).collect::<Vec<u64>>());
-    let q = HistoryQuery { room: Some("red".into()), limit: 5, ..HistoryQuery::default() };
+    assert_eq!(
+        blue.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (0..10).map(|k| k * 3 + 1).collect::<Vec<u64>>()
+    );
+    let q = HistoryQuery {
+        room: Some("red".into()),
+        limit: 5,
+        ..HistoryQuery::default()
+    };
     let page = c.history("chat", &q).unwrap();
-    assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![30, 29, 27, 26, 24]);
+    assert_eq!(
+        page.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![30, 29, 27, 26, 24]
+    );
 }
 
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
     #[allow(unsafe_code)]
     unsafe {
@@ -443,7 +595,9 @@ fn a_thousand_concurrent_connections_are_served() {
     for c in &mut clients {
         c.ping().unwrap();
     }
-    admin.publish("many", &OutgoingMessage::new(b"all"), AckMode::Append).unwrap();
+    admin
+        .publish("many", &OutgoingMessage::new(b"all"), AckMode::Append)
+        .unwrap();
     for c in clients.iter_mut().step_by(10) {
         assert_eq!(receive(c, 1)[0].0, 1);
     }
@@ -463,7 +617,8 @@ fn subscribers_on_different_io_threads_each_receive_everything_in_order() {
     let n = 20_000usize;
     let t = std::thread::spawn(move || {
         let payload = [1u8; 64];
-        let batch: Vec<OutgoingMessage> = (0..100).map(|_| OutgoingMessage::new(&payload)).collect();
+        let batch: Vec<OutgoingMessage> =
+            (0..100).map(|_| OutgoingMessage::new(&payload)).collect();
         for _ in 0..n / 100 {
             publ.publish_batch("fan", &batch, AckMode::Append).unwrap();
         }

@@ -113,7 +113,11 @@ impl ChannelSettings {
     ///
     /// # Errors
     /// `InvalidName` or `BadRequest` naming the field.
-    pub fn from_create(v: &Map<String, Value>, id: u64, now_us: u64) -> Result<ChannelSettings, WireError> {
+    pub fn from_create(
+        v: &Map<String, Value>,
+        id: u64,
+        now_us: u64,
+    ) -> Result<ChannelSettings, WireError> {
         let name = v
             .get("name")
             .and_then(Value::as_str)
@@ -146,7 +150,11 @@ impl ChannelSettings {
     ///
     /// # Errors
     /// `BadRequest` when `v` changes `name` or `type`, or a field is invalid.
-    pub fn updated(&self, v: &Map<String, Value>, now_us: u64) -> Result<ChannelSettings, WireError> {
+    pub fn updated(
+        &self,
+        v: &Map<String, Value>,
+        now_us: u64,
+    ) -> Result<ChannelSettings, WireError> {
         if let Some(name) = v.get("name") {
             if name.as_str() != Some(self.name.as_str()) {
                 return Err(bad("name is read-only"));
@@ -168,7 +176,9 @@ impl ChannelSettings {
             match key.as_str() {
                 "name" | "type" => {}
                 "description" => {
-                    let d = value.as_str().ok_or_else(|| bad("description must be a string"))?;
+                    let d = value
+                        .as_str()
+                        .ok_or_else(|| bad("description must be a string"))?;
                     if d.len() > limits::CHANNEL_DESCRIPTION_LEN_MAX {
                         return Err(bad("description over CHANNEL_DESCRIPTION_LEN_MAX"));
                     }
@@ -177,14 +187,18 @@ impl ChannelSettings {
                 "group" => {
                     self.group = match value {
                         Value::Null => None,
-                        v => Some(v.as_u64().ok_or_else(|| bad("group must be an id or null"))?),
+                        v => Some(
+                            v.as_u64()
+                                .ok_or_else(|| bad("group must be an id or null"))?,
+                        ),
                     }
                 }
                 "group_permissions" => self.group_permissions = Permission::parse(value, key)?,
                 "other_permissions" => self.other_permissions = Permission::parse(value, key)?,
                 "custom_publish" => {
-                    self.custom_publish =
-                        value.as_bool().ok_or_else(|| bad("custom_publish must be a boolean"))?;
+                    self.custom_publish = value
+                        .as_bool()
+                        .ok_or_else(|| bad("custom_publish must be a boolean"))?;
                 }
                 "retention_secs" => {
                     self.retention_us = match value {
@@ -193,7 +207,9 @@ impl ChannelSettings {
                             let secs = v
                                 .as_u64()
                                 .filter(|&s| s > 0 && s <= limits::RETENTION_SECS_MAX)
-                                .ok_or_else(|| bad("retention_secs must be 1..=RETENTION_SECS_MAX"))?;
+                                .ok_or_else(|| {
+                                    bad("retention_secs must be 1..=RETENTION_SECS_MAX")
+                                })?;
                             Some(secs * 1_000_000)
                         }
                     }
@@ -240,7 +256,10 @@ impl Channel {
     }
     /// A copy of the settings.
     pub fn settings(&self) -> ChannelSettings {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     /// Replaces the settings.
     pub fn set_settings(&self, s: ChannelSettings) {
@@ -248,7 +267,10 @@ impl Channel {
     }
     /// Whether custom publishes are allowed now.
     pub fn custom_publish(&self) -> bool {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).custom_publish
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .custom_publish
     }
     /// The log reader.
     pub fn reader(&self) -> &LogReader {
@@ -314,16 +336,25 @@ mod tests {
         assert_eq!(s.kind, ChannelKind::SeparateRooms);
         assert_eq!(s.other_permissions, Permission::Subscribe);
         assert!(!s.custom_publish);
-        assert!(ChannelSettings::from_create(&obj(json!({"name": "x", "colour": 1})), 1, 1).is_err());
-        assert!(ChannelSettings::from_create(&obj(json!({"name": "x", "type": "rooms"})), 1, 1).is_err());
+        assert!(
+            ChannelSettings::from_create(&obj(json!({"name": "x", "colour": 1})), 1, 1).is_err()
+        );
+        assert!(
+            ChannelSettings::from_create(&obj(json!({"name": "x", "type": "rooms"})), 1, 1)
+                .is_err()
+        );
     }
 
     #[test]
     fn name_and_type_are_read_only() {
         let s = ChannelSettings::from_create(&obj(json!({"name": "a"})), 1, 1).unwrap();
         assert!(s.updated(&obj(json!({"name": "b"})), 2).is_err());
-        assert!(s.updated(&obj(json!({"type": "separate_rooms"})), 2).is_err());
-        let u = s.updated(&obj(json!({"name": "a", "description": "d"})), 2).unwrap();
+        assert!(s
+            .updated(&obj(json!({"type": "separate_rooms"})), 2)
+            .is_err());
+        let u = s
+            .updated(&obj(json!({"name": "a", "description": "d"})), 2)
+            .unwrap();
         assert_eq!(u.description, "d");
         assert_eq!(u.updated_at_us, 2);
     }

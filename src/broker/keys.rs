@@ -91,7 +91,11 @@ impl KeyStore {
         };
         if let Some(key) = wanted {
             let h = hash(&key);
-            if !snap.admin_keys.iter().any(|r| bool::from(r.sha256.ct_eq(&h))) {
+            if !snap
+                .admin_keys
+                .iter()
+                .any(|r| bool::from(r.sha256.ct_eq(&h)))
+            {
                 snap.next_id = snap.next_id.max(1);
                 snap.admin_keys.push(KeyRecord {
                     id: snap.next_id,

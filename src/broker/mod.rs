@@ -64,6 +64,17 @@ impl IoLink {
     }
 }
 
+/// What [`Broker::open`] returns.
+#[derive(Debug)]
+pub struct Opened {
+    /// The shared broker state.
+    pub broker: Arc<Broker>,
+    /// Every channel's log, for the writer thread.
+    pub logs: HashMap<u64, ChannelLog>,
+    /// An admin key generated at this start, to be shown once.
+    pub generated_admin_key: Option<String>,
+}
+
 /// State shared by every thread of one server.
 #[derive(Debug)]
 pub struct Broker {
@@ -92,9 +103,6 @@ pub struct Broker {
     pub generation: AtomicU64,
 }
 
-
-
-
 impl Broker {
     /// Opens (creating if needed) the broker state under `data_dir`: keys,
     /// channel settings, and every channel's log (run through recovery).
@@ -109,7 +117,7 @@ impl Broker {
         clock: SharedClock,
         admin_key: Option<&str>,
         io_links: Vec<Arc<IoLink>>,
-    ) -> Result<(Arc<Broker>, HashMap<u64, ChannelLog>, Option<String>), StorageError> {
+    ) -> Result<Opened, StorageError> {
         std::fs::create_dir_all(data_dir.join("meta"))?;
         let (keys, new_key) = KeyStore::open(&data_dir.join("meta/keys.snap"), admin_key, &*clock)?;
         let snap: ChannelsSnapshot =
@@ -147,7 +155,11 @@ impl Broker {
             connections: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
         });
-        Ok((broker, logs, new_key))
+        Ok(Opened {
+            broker,
+            logs,
+            generated_admin_key: new_key,
+        })
     }
 
     /// The clock every component reads.
@@ -210,15 +222,28 @@ impl Broker {
                 format!("channel {:?} exists", settings.name),
             ));
         }
-        if self.channels.read().unwrap_or_else(|p| p.into_inner()).len() >= limits::CHANNELS_MAX {
-            return Err(err(ErrorCode::LimitExceeded, "too many channels (CHANNELS_MAX)"));
+        if self
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            >= limits::CHANNELS_MAX
+        {
+            return Err(err(
+                ErrorCode::LimitExceeded,
+                "too many channels (CHANNELS_MAX)",
+            ));
         }
         let mut cfg = self.log_config.clone();
         if let Some(r) = settings.retention_us {
             cfg.retention_us = r;
         }
-        let (log, _) = ChannelLog::open(&channel_dir(&self.data_dir, settings.id), cfg, self.clock.clone())
-            .map_err(storage_to_wire)?;
+        let (log, _) = ChannelLog::open(
+            &channel_dir(&self.data_dir, settings.id),
+            cfg,
+            self.clock.clone(),
+        )
+        .map_err(storage_to_wire)?;
         let ch = Arc::new(Channel::new(settings, log.reader()));
         *next_id += 1;
         self.channels
@@ -235,7 +260,10 @@ impl Broker {
             }
             return Err(storage_to_wire(e));
         }
-        self.send_to_writer(WriterMsg::AddChannel { id: ch.id, log });
+        self.send_to_writer(WriterMsg::AddChannel {
+            id: ch.id,
+            log: Box::new(log),
+        });
         Ok(ch)
     }
 
@@ -316,6 +344,7 @@ impl Broker {
     ///
     /// # Errors
     /// The message itself when the queue or the in-flight byte budget is full.
+    #[allow(clippy::result_large_err)] // the message is handed back, not an error value
     pub fn try_append(&self, msg: WriterMsg, bytes: usize) -> Result<(), WriterMsg> {
         let before = self.inflight_bytes.fetch_add(bytes, Ordering::AcqRel);
         if before > 0 && before + bytes > limits::INFLIGHT_BYTES_MAX {
@@ -384,9 +413,14 @@ pub fn storage_to_wire(e: StorageError) -> BrokerError {
     }
 }
 
-fn parse_json_object(json: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, BrokerError> {
+fn parse_json_object(
+    json: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, BrokerError> {
     if json.len() > limits::ADMIN_JSON_LEN_MAX {
-        return Err(err(ErrorCode::BadRequest, "JSON body over ADMIN_JSON_LEN_MAX"));
+        return Err(err(
+            ErrorCode::BadRequest,
+            "JSON body over ADMIN_JSON_LEN_MAX",
+        ));
     }
     match serde_json::from_slice::<serde_json::Value>(json) {
         Ok(serde_json::Value::Object(map)) => Ok(map),

@@ -58,7 +58,7 @@ pub enum WriterMsg {
         /// Channel id.
         id: u64,
         /// Its opened log.
-        log: ChannelLog,
+        log: Box<ChannelLog>,
     },
     /// Delete a channel's log.
     RemoveChannel {
@@ -116,9 +116,12 @@ impl Completion {
 /// How often idle logs are rotated, expired and (under `interval`) synced.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(250);
 
+/// What appending one request stored: the first new id and the duplicates.
+type Stored = (u64, Vec<(u32, u64)>);
+
 struct Pending {
     req: PublishReq,
-    result: Result<(u64, Vec<(u32, u64)>), (ErrorCode, String)>,
+    result: Result<Stored, (ErrorCode, String)>,
 }
 
 /// The writer's state: every open log.
@@ -135,7 +138,11 @@ pub struct Writer {
 
 impl Writer {
     /// A writer over the logs opened at start-up.
-    pub fn new(broker: Arc<Broker>, logs: HashMap<u64, ChannelLog>, durability: Durability) -> Writer {
+    pub fn new(
+        broker: Arc<Broker>,
+        logs: HashMap<u64, ChannelLog>,
+        durability: Durability,
+    ) -> Writer {
         let threads = broker.io_links.len();
         Writer {
             broker,
@@ -166,7 +173,9 @@ impl Writer {
                 }
                 self.maintain_if_due();
                 self.broker.writer_parking(true);
-                if self.broker.append_queue.is_empty() && !self.broker.shutting_down.load(Ordering::Acquire) {
+                if self.broker.append_queue.is_empty()
+                    && !self.broker.shutting_down.load(Ordering::Acquire)
+                {
                     std::thread::park_timeout(MAINTENANCE_EVERY);
                 }
                 self.broker.writer_parking(false);
@@ -186,7 +195,7 @@ impl Writer {
             match msg {
                 WriterMsg::Publish(req) => self.append(req),
                 WriterMsg::AddChannel { id, log } => {
-                    self.logs.insert(id, log);
+                    self.logs.insert(id, *log);
                 }
                 WriterMsg::RemoveChannel { id } => {
                     if let Some(log) = self.logs.remove(&id) {
@@ -230,7 +239,9 @@ impl Writer {
 
     fn commit_touched(&mut self) {
         for id in std::mem::take(&mut self.touched) {
-            let Some(log) = self.logs.get_mut(&id) else { continue };
+            let Some(log) = self.logs.get_mut(&id) else {
+                continue;
+            };
             // Under `batch` the commit syncs; under `none` and `interval` a
             // durable acknowledgement means stored under that policy, which
             // the commit also is (protocol.md, "Acknowledgement modes").
@@ -270,9 +281,13 @@ impl Writer {
                 out.push(c);
             }
         }
-        self.broker.inflight_bytes.fetch_sub(freed, Ordering::AcqRel);
+        self.broker
+            .inflight_bytes
+            .fetch_sub(freed, Ordering::AcqRel);
         for (thread, out) in self.outbox.iter_mut().enumerate() {
-            let Some(link) = self.broker.io_links.get(thread) else { continue };
+            let Some(link) = self.broker.io_links.get(thread) else {
+                continue;
+            };
             for c in out.drain(..) {
                 let mut c = c;
                 // The completion queue holds more entries than can be in
@@ -320,14 +335,21 @@ impl Writer {
 }
 
 /// Appends every message of `req`; returns the first new id and duplicates.
-fn append_all(log: &mut ChannelLog, req: &PublishReq) -> Result<(u64, Vec<(u32, u64)>), StorageError> {
+fn append_all(
+    log: &mut ChannelLog,
+    req: &PublishReq,
+) -> Result<(u64, Vec<(u32, u64)>), StorageError> {
     let mut first_id = 0u64;
     let mut duplicates = Vec::new();
     let mut rest: &[u8] = &req.data;
     for index in 0..req.count {
-        let (len, tail) = rest.split_at_checked(4).ok_or(StorageError::Invalid("short publish data"))?;
+        let (len, tail) = rest
+            .split_at_checked(4)
+            .ok_or(StorageError::Invalid("short publish data"))?;
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let (body, tail) = tail.split_at_checked(len).ok_or(StorageError::Invalid("short publish data"))?;
+        let (body, tail) = tail
+            .split_at_checked(len)
+            .ok_or(StorageError::Invalid("short publish data"))?;
         rest = tail;
         match log.append(req.author, body)? {
             AppendOutcome::Appended(id) => {

@@ -11,7 +11,9 @@ use crate::broker::{Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
 use crate::storage::Order;
-use crate::wire::{self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError, PROTOCOL_VERSION};
+use crate::wire::{
+    self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError, PROTOCOL_VERSION,
+};
 
 /// What handling one frame asks of the loop.
 enum Next {
@@ -38,7 +40,9 @@ impl IoThread {
             if self.paused(index) {
                 return false;
             }
-            let Some(conn) = self.conns.get_mut(index) else { return false };
+            let Some(conn) = self.conns.get_mut(index) else {
+                return false;
+            };
             if conn.closing {
                 return false;
             }
@@ -65,8 +69,14 @@ impl IoThread {
             }
             let body_start = conn.rstart + wire::FRAME_HEADER_LEN;
             let rbuf = std::mem::take(&mut conn.rbuf);
-            let next = self.handle_frame(index, &header, &rbuf[body_start..body_start + header.body_len]);
-            let Some(conn) = self.conns.get_mut(index) else { return false };
+            let next = self.handle_frame(
+                index,
+                &header,
+                &rbuf[body_start..body_start + header.body_len],
+            );
+            let Some(conn) = self.conns.get_mut(index) else {
+                return false;
+            };
             conn.rbuf = rbuf;
             conn.rstart += total;
             self.mark_dirty(index);
@@ -106,7 +116,8 @@ impl IoThread {
         // The frame header was valid, so the stream stays in sync: a body
         // that does not parse fails this request only, unless its code is
         // one that ends the connection (protocol.md, "Error codes").
-        let outcome = wire::decode_request(header, body).and_then(|r| self.dispatch(index, id, r, body));
+        let outcome =
+            wire::decode_request(header, body).and_then(|r| self.dispatch(index, id, r, body));
         match outcome {
             Ok(next) => next,
             Err(e) => {
@@ -122,15 +133,25 @@ impl IoThread {
         }
     }
 
-    fn dispatch(&mut self, index: usize, id: u32, request: Request<'_>, body: &[u8]) -> Result<Next, WireError> {
+    fn dispatch(
+        &mut self,
+        index: usize,
+        id: u32,
+        request: Request<'_>,
+        body: &[u8],
+    ) -> Result<Next, WireError> {
         let phase = self.conns.get(index).map_or(Phase::Hello, |c| c.phase);
         match (&request, phase) {
             (Request::Hello { .. }, Phase::Hello) | (Request::Ping { .. }, _) => {}
             (Request::Hello { .. }, _) => return Err(bad("Hello was already received")),
-            (_, Phase::Hello) => return Err(WireError::new(ErrorCode::HelloRequired, "send Hello first")),
+            (_, Phase::Hello) => {
+                return Err(WireError::new(ErrorCode::HelloRequired, "send Hello first"))
+            }
             (Request::Auth { .. }, Phase::Ready) => return Err(bad("already authenticated")),
             (Request::Auth { .. }, _) => {}
-            (_, Phase::Auth) => return Err(WireError::new(ErrorCode::AuthRequired, "send Auth first")),
+            (_, Phase::Auth) => {
+                return Err(WireError::new(ErrorCode::AuthRequired, "send Auth first"))
+            }
             (_, Phase::Ready) => {}
         }
         match request {
@@ -190,10 +211,12 @@ impl IoThread {
             Request::Unsubscribe { sub_id } => {
                 let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
                 let generation = conn.generation;
-                let sub = conn
-                    .subs
-                    .remove(&sub_id)
-                    .ok_or_else(|| WireError::new(ErrorCode::UnknownSubscription, format!("no subscription {sub_id}")))?;
+                let sub = conn.subs.remove(&sub_id).ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::UnknownSubscription,
+                        format!("no subscription {sub_id}"),
+                    )
+                })?;
                 self.forget_member(sub.channel.id, index, generation);
                 self.respond(index, id, &Response::Unsubscribed { sub_id });
             }
@@ -207,8 +230,16 @@ impl IoThread {
             } => {
                 let ch = self.lookup(channel)?;
                 let room = check_room(&ch, room)?;
-                let order = if newest_first { Order::NewestFirst } else { Order::OldestFirst };
-                let limit = if limit == 0 { limits::HISTORY_PAGE_DEFAULT } else { limit.min(limits::HISTORY_PAGE_MAX) };
+                let order = if newest_first {
+                    Order::NewestFirst
+                } else {
+                    Order::OldestFirst
+                };
+                let limit = if limit == 0 {
+                    limits::HISTORY_PAGE_DEFAULT
+                } else {
+                    limit.min(limits::HISTORY_PAGE_MAX)
+                };
                 let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
                 let start = wire::begin_frame(&mut conn.wbuf, Opcode::HistoryPage, id);
                 let count_at = conn.wbuf.len();
@@ -234,13 +265,20 @@ impl IoThread {
                 conn.wbuf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
                 wire::end_frame(&mut conn.wbuf, start);
             }
-            Request::Fetch { channel, id: msg_id } => {
+            Request::Fetch {
+                channel,
+                id: msg_id,
+            } => {
                 let ch = self.lookup(channel)?;
                 let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
                 let wbuf = &mut conn.wbuf;
                 ch.reader()
-                    .get(msg_id, |raw| wire::encode_response(wbuf, id, &Response::Message { record: raw }))
-                    .ok_or_else(|| WireError::new(ErrorCode::MessageNotFound, format!("no message {msg_id}")))?;
+                    .get(msg_id, |raw| {
+                        wire::encode_response(wbuf, id, &Response::Message { record: raw })
+                    })
+                    .ok_or_else(|| {
+                        WireError::new(ErrorCode::MessageNotFound, format!("no message {msg_id}"))
+                    })?;
             }
             Request::ChannelCreate { json } => {
                 let ch = self.broker.create_channel(json)?;
@@ -251,8 +289,10 @@ impl IoThread {
                 self.respond_channel(index, id, &ch);
             }
             Request::ChannelList => {
-                let list: Vec<serde_json::Value> = self.broker.channels().iter().map(|c| c.to_json()).collect();
-                let json = serde_json::to_vec(&list).map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+                let list: Vec<serde_json::Value> =
+                    self.broker.channels().iter().map(|c| c.to_json()).collect();
+                let json = serde_json::to_vec(&list)
+                    .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
                 self.respond(index, id, &Response::Channels { json: &json });
             }
             Request::ChannelUpdate { name, json } => {
@@ -270,7 +310,13 @@ impl IoThread {
 
     fn respond_channel(&mut self, index: usize, id: u32, ch: &Channel) {
         let json = ch.to_json().to_string();
-        self.respond(index, id, &Response::Channel { json: json.as_bytes() });
+        self.respond(
+            index,
+            id,
+            &Response::Channel {
+                json: json.as_bytes(),
+            },
+        );
     }
 
     fn lookup(&mut self, name: &str) -> Result<Arc<Channel>, WireError> {
@@ -305,7 +351,9 @@ impl IoThread {
             ));
         }
         let conn = self.conns.get(index).ok_or_else(|| bad("gone"))?;
-        let identity = conn.identity.ok_or_else(|| WireError::new(ErrorCode::AuthRequired, "send Auth first"))?;
+        let identity = conn
+            .identity
+            .ok_or_else(|| WireError::new(ErrorCode::AuthRequired, "send Auth first"))?;
         let author = identity.author();
         let ranges = wire::split_messages(region, count)?;
         let mut data = BytesMut::from(region);
@@ -429,7 +477,10 @@ fn check_room(ch: &Channel, room: &str) -> Result<Option<Vec<u8>>, WireError> {
         return Ok(None);
     }
     if room.len() > limits::ROOM_LEN_MAX {
-        return Err(WireError::new(ErrorCode::InvalidName, "room over ROOM_LEN_MAX"));
+        return Err(WireError::new(
+            ErrorCode::InvalidName,
+            "room over ROOM_LEN_MAX",
+        ));
     }
     Ok(Some(room.to_lowercase().into_bytes()))
 }

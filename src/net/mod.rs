@@ -153,7 +153,9 @@ impl IoThread {
 
     fn accept(&mut self) {
         loop {
-            let Some(listener) = self.listener.as_ref() else { return };
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, _)) => {
                     if self.broker.connections.load(Ordering::Acquire) >= limits::CONNECTIONS_MAX {
@@ -218,11 +220,15 @@ impl IoThread {
             return;
         }
         loop {
-            let Some(conn) = self.conns.get_mut(index) else { return };
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
             if conn.closing || self.paused(index) {
                 return;
             }
-            let Some(conn) = self.conns.get_mut(index) else { return };
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
             match conn.read_some() {
                 ReadOutcome::Progress => {
                     if !self.handle_frames(index) {
@@ -241,7 +247,9 @@ impl IoThread {
     /// True when the connection must not take more input now; it is then
     /// on the `again` list or waits for a writable event.
     fn paused(&mut self, index: usize) -> bool {
-        let Some(conn) = self.conns.get(index) else { return true };
+        let Some(conn) = self.conns.get(index) else {
+            return true;
+        };
         if conn.stalled.is_some() {
             if !self.again.contains(&index) {
                 self.again.push(index);
@@ -254,13 +262,17 @@ impl IoThread {
     }
 
     fn on_writable(&mut self, index: usize) {
-        let Some(conn) = self.conns.get_mut(index) else { return };
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
         if let Err(e) = conn.flush() {
             tracing::debug!(error = %e, "write failed");
             self.close(index);
             return;
         }
-        let Some(conn) = self.conns.get_mut(index) else { return };
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
         if conn.closing {
             if conn.pending_out() == 0 {
                 self.close(index);
@@ -275,7 +287,9 @@ impl IoThread {
     /// Restarts the cursors of a connection whose deliveries stopped at a
     /// full write buffer, once the buffer has room again.
     fn resume_deliveries(&mut self, index: usize) {
-        let Some(conn) = self.conns.get_mut(index) else { return };
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
         if !conn.deliveries_blocked || conn.out_full() {
             return;
         }
@@ -296,7 +310,9 @@ impl IoThread {
         let list = std::mem::take(&mut self.again);
         for index in list {
             self.resume_deliveries(index);
-            let Some(conn) = self.conns.get_mut(index) else { continue };
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
             if let Some(msg) = conn.stalled.take() {
                 let bytes = conn.stalled_bytes;
                 match self.broker.try_append(msg, bytes) {
@@ -329,7 +345,8 @@ impl IoThread {
                     first_id,
                     duplicates,
                 } => {
-                    let resp = (ack != wire::AckMode::None).then_some((request_id, count, first_id, duplicates));
+                    let resp = (ack != wire::AckMode::None)
+                        .then_some((request_id, count, first_id, duplicates));
                     (conn, Ok(resp))
                 }
                 Completion::Failed {
@@ -339,8 +356,12 @@ impl IoThread {
                     message,
                 } => (conn, Err((request_id, code, message))),
             };
-            let ConnRef { index, generation, .. } = conn_ref;
-            let Some(conn) = self.conns.get_mut(index) else { continue };
+            let ConnRef {
+                index, generation, ..
+            } = conn_ref;
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
             if conn.generation != generation {
                 continue;
             }
@@ -360,10 +381,10 @@ impl IoThread {
                     wire::encode_error(&mut conn.wbuf, request_id, code, &message);
                 }
             }
-            if conn.inflight == 0 || conn.inflight + 1 == limits::CONNECTION_INFLIGHT_REQUESTS_MAX {
-                if !self.again.contains(&index) {
-                    self.again.push(index);
-                }
+            let resumes =
+                conn.inflight == 0 || conn.inflight + 1 == limits::CONNECTION_INFLIGHT_REQUESTS_MAX;
+            if resumes && !self.again.contains(&index) {
+                self.again.push(index);
             }
             self.mark_dirty(index);
         }
@@ -377,13 +398,17 @@ impl IoThread {
 
     fn flush_dirty(&mut self) {
         for index in std::mem::take(&mut self.dirty) {
-            let Some(conn) = self.conns.get_mut(index) else { continue };
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
             if let Err(e) = conn.flush() {
                 tracing::debug!(error = %e, "write failed");
                 self.close(index);
                 continue;
             }
-            let Some(conn) = self.conns.get(index) else { continue };
+            let Some(conn) = self.conns.get(index) else {
+                continue;
+            };
             if conn.closing && conn.pending_out() == 0 {
                 self.close(index);
             } else if conn.deliveries_blocked && !conn.out_full() && !self.again.contains(&index) {
@@ -410,7 +435,11 @@ impl IoThread {
             }
             cs.last_head = head;
             for &(index, generation, sub_id) in &cs.members {
-                if self.conns.get(index).is_some_and(|c| c.generation == generation) {
+                if self
+                    .conns
+                    .get(index)
+                    .is_some_and(|c| c.generation == generation)
+                {
                     work.push((index, sub_id));
                 }
             }
@@ -425,10 +454,14 @@ impl IoThread {
     }
 
     fn close_channel_subs(&mut self, channel_id: u64) {
-        let Some(cs) = self.channel_subs.remove(&channel_id) else { return };
+        let Some(cs) = self.channel_subs.remove(&channel_id) else {
+            return;
+        };
         self.channel_cache.retain(|_, c| c.id != channel_id);
         for (index, generation, sub_id) in cs.members {
-            let Some(conn) = self.conns.get_mut(index) else { continue };
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
             if conn.generation != generation || conn.subs.remove(&sub_id).is_none() {
                 continue;
             }
@@ -448,8 +481,12 @@ impl IoThread {
     /// Copies records from one subscription's cursor into its connection's
     /// write buffer until it is up to date or the buffer is full.
     fn pump(&mut self, index: usize, sub_id: u32) {
-        let Some(conn) = self.conns.get_mut(index) else { return };
-        let Some(sub) = conn.subs.get_mut(&sub_id) else { return };
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(sub) = conn.subs.get_mut(&sub_id) else {
+            return;
+        };
         loop {
             if conn.wbuf.len() - conn.wpos >= limits::CONNECTION_WRITE_BUFFER_HIGH {
                 conn.deliveries_blocked = true;
@@ -459,7 +496,9 @@ impl IoThread {
             let wbuf = &mut conn.wbuf;
             let chunk = sub
                 .cursor
-                .read(limits::DELIVERY_CHUNK_BYTES_MAX, &mut |run| wbuf.extend_from_slice(run));
+                .read(limits::DELIVERY_CHUNK_BYTES_MAX, &mut |run| {
+                    wbuf.extend_from_slice(run)
+                });
             match chunk {
                 Chunk::Records { records, .. } => wire::end_deliver(&mut conn.wbuf, start, records),
                 Chunk::UpToDate => {
@@ -501,7 +540,8 @@ impl IoThread {
 
     fn forget_member(&mut self, channel_id: u64, index: usize, generation: u64) {
         if let Some(cs) = self.channel_subs.get_mut(&channel_id) {
-            cs.members.retain(|&(i, g, _)| !(i == index && g == generation));
+            cs.members
+                .retain(|&(i, g, _)| !(i == index && g == generation));
             if cs.members.is_empty() {
                 self.channel_subs.remove(&channel_id);
             }
@@ -513,7 +553,9 @@ impl IoThread {
         let indexes: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for index in indexes {
             while Instant::now() < deadline {
-                let Some(conn) = self.conns.get_mut(index) else { break };
+                let Some(conn) = self.conns.get_mut(index) else {
+                    break;
+                };
                 if conn.pending_out() == 0 || conn.flush().is_err() {
                     break;
                 }
