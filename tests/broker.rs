@@ -351,7 +351,18 @@ fn malformed_and_oversized_frames_close_only_their_connection() {
     frame.extend_from_slice(&[0x10, 0, 0, 0, 5, 0, 0, 0]);
     frame.extend_from_slice(&[0xff; 12]); // a publish body that does not parse
     garbage.write_all(&frame).unwrap();
-    expect_error_then_close(&mut garbage, ErrorCode::BadRequest);
+    // The framing is intact, so only the request fails; the connection goes on.
+    let (h, body) = read_frame(&mut garbage).expect("an error frame");
+    assert!(matches!(
+        wire::decode_response(&h, &body).unwrap(),
+        wire::Response::Error { code: ErrorCode::BadRequest, .. }
+    ));
+    assert_eq!(h.request_id, 5);
+    let mut ping = Vec::new();
+    wire::encode_request(&mut ping, 6, &wire::Request::Ping { data: b"hi" });
+    garbage.write_all(&ping).unwrap();
+    let (h, body) = read_frame(&mut garbage).expect("a pong");
+    assert_eq!(wire::decode_response(&h, &body).unwrap(), wire::Response::Pong { data: b"hi" });
 
     let id = good.publish("safe", &OutgoingMessage::new(b"still here"), AckMode::Append).unwrap();
     assert_eq!(receive(&mut sub, 1)[0].0, id);

@@ -129,7 +129,6 @@ pub struct Writer {
     batch: Vec<WriterMsg>,
     pending: Vec<Pending>,
     touched: Vec<u64>,
-    durable_wanted: Vec<u64>,
     outbox: Vec<Vec<Completion>>,
     last_maintenance: Instant,
 }
@@ -145,7 +144,6 @@ impl Writer {
             batch: Vec::with_capacity(limits::WRITER_BATCH_MAX),
             pending: Vec::with_capacity(limits::WRITER_BATCH_MAX),
             touched: Vec::new(),
-            durable_wanted: Vec::new(),
             outbox: (0..threads).map(|_| Vec::new()).collect(),
             last_maintenance: Instant::now(),
         }
@@ -221,12 +219,6 @@ impl Writer {
         if !self.touched.contains(&req.channel_id) {
             self.touched.push(req.channel_id);
         }
-        if req.ack == AckMode::Durable
-            && self.durability != Durability::Batch
-            && !self.durable_wanted.contains(&req.channel_id)
-        {
-            self.durable_wanted.push(req.channel_id);
-        }
         self.pending.push(Pending {
             req,
             result: result.map_err(|e| {
@@ -239,11 +231,10 @@ impl Writer {
     fn commit_touched(&mut self) {
         for id in std::mem::take(&mut self.touched) {
             let Some(log) = self.logs.get_mut(&id) else { continue };
-            let mut outcome = log.commit().map(|_| ());
-            if outcome.is_ok() && self.durable_wanted.contains(&id) {
-                outcome = log.sync();
-            }
-            if let Err(e) = outcome {
+            // Under `batch` the commit syncs; under `none` and `interval` a
+            // durable acknowledgement means stored under that policy, which
+            // the commit also is (protocol.md, "Acknowledgement modes").
+            if let Err(e) = log.commit() {
                 tracing::error!(channel = id, error = %e, "commit failed; the log refuses further writes");
                 let w = storage_to_wire(e);
                 for p in self.pending.iter_mut().filter(|p| p.req.channel_id == id) {
@@ -253,7 +244,6 @@ impl Writer {
                 }
             }
         }
-        self.durable_wanted.clear();
     }
 
     fn complete(&mut self) {

@@ -102,24 +102,18 @@ impl IoThread {
     }
 
     fn handle_frame(&mut self, index: usize, header: &FrameHeader, body: &[u8]) -> Next {
-        let request = match wire::decode_request(header, body) {
-            Ok(r) => r,
-            Err(e) => {
-                // A request that cannot be parsed means the peer's framing
-                // cannot be trusted: answer and close this connection only.
-                self.fail_and_close(index, header.request_id, &e);
-                return Next::Close;
-            }
-        };
         let id = header.request_id;
-        match self.dispatch(index, id, request, body) {
+        // The frame header was valid, so the stream stays in sync: a body
+        // that does not parse fails this request only, unless its code is
+        // one that ends the connection (protocol.md, "Error codes").
+        let outcome = wire::decode_request(header, body).and_then(|r| self.dispatch(index, id, r, body));
+        match outcome {
             Ok(next) => next,
             Err(e) => {
-                let close = matches!(e.code, ErrorCode::UnsupportedVersion);
                 if let Some(conn) = self.conns.get_mut(index) {
                     wire::encode_error(&mut conn.wbuf, id, e.code, &e.message);
                 }
-                if close {
+                if e.code.closes_connection() {
                     Next::Close
                 } else {
                     Next::Continue
@@ -134,6 +128,7 @@ impl IoThread {
             (Request::Hello { .. }, Phase::Hello) | (Request::Ping { .. }, _) => {}
             (Request::Hello { .. }, _) => return Err(bad("Hello was already received")),
             (_, Phase::Hello) => return Err(WireError::new(ErrorCode::HelloRequired, "send Hello first")),
+            (Request::Auth { .. }, Phase::Ready) => return Err(bad("already authenticated")),
             (Request::Auth { .. }, _) => {}
             (_, Phase::Auth) => return Err(WireError::new(ErrorCode::AuthRequired, "send Auth first")),
             (_, Phase::Ready) => {}
@@ -325,10 +320,6 @@ impl IoThread {
                     ErrorCode::RoomRequired,
                     format!("message {i}: channel {channel:?} has separate rooms; name a room"),
                 ));
-            }
-            // The record must fit a Deliver frame (8 bytes of sub id and count).
-            if record::record_len(author, e - s) + 8 + wire::FRAME_HEADER_LEN - 4 > limits::FRAME_LEN_MAX as usize {
-                return Err(bad(format!("message {i} is too large for a frame")));
             }
         }
         let bytes = data.len();

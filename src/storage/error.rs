@@ -29,7 +29,9 @@ impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StorageError::StorageFull => write!(f, "storage full"),
-            StorageError::Poisoned(why) => write!(f, "log refuses writes after a failed sync: {why}"),
+            StorageError::Poisoned(why) => {
+                write!(f, "log refuses writes after a failed sync: {why}")
+            }
             StorageError::Corruption(why) => write!(f, "corruption: {why}"),
             StorageError::Invalid(why) => write!(f, "invalid: {why}"),
             StorageError::Io(e) => write!(f, "i/o: {e}"),

@@ -12,14 +12,16 @@
 //! CONTRACT (used by `broker`, `client`, `bench`): the items re-exported here.
 
 pub mod record;
+pub mod recovery;
+pub mod sidecar;
 
 mod error;
 mod log;
 pub mod meta;
+mod segment;
 
 pub use error::StorageError;
 pub use log::{
-    AppendOutcome, Chunk, ChannelLog, Cursor, Durability, LogConfig, LogReader, OpenReport,
-    Order,
+    AppendOutcome, ChannelLog, Chunk, Cursor, Durability, LogConfig, LogReader, OpenReport, Order,
 };
 pub use record::{Action, Author, ContentType, RecordView};

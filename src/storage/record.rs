@@ -256,10 +256,18 @@ pub fn encode_body(out: &mut Vec<u8>, fields: &MessageFields<'_>, payload: &[u8]
     set(&mut flags, fields.room.is_some(), FLAG_ROOM);
     set(&mut flags, fields.object_class.is_some(), FLAG_OBJECT_CLASS);
     set(&mut flags, !fields.pm_users.is_empty(), FLAG_PM_USERS);
-    set(&mut flags, !fields.exclude_users.is_empty(), FLAG_EXCLUDE_USERS);
+    set(
+        &mut flags,
+        !fields.exclude_users.is_empty(),
+        FLAG_EXCLUDE_USERS,
+    );
     set(&mut flags, fields.uuid.is_some(), FLAG_UUID);
     set(&mut flags, fields.ref_id.is_some(), FLAG_REF_ID);
-    set(&mut flags, fields.idempotency_key.is_some(), FLAG_IDEMPOTENCY_KEY);
+    set(
+        &mut flags,
+        fields.idempotency_key.is_some(),
+        FLAG_IDEMPOTENCY_KEY,
+    );
     out.push(fields.action.unwrap_or(Action::Custom) as u8);
     out.push(fields.content_type.unwrap_or(ContentType::Bytes) as u8);
     out.extend_from_slice(&flags.to_le_bytes());
@@ -426,7 +434,9 @@ pub struct BodyInfo {
 pub fn check_body(body: &mut [u8]) -> Result<BodyInfo, RecordError> {
     let (_, _, flags, l) = parse_layout(body)?;
     if flags & FLAGS_AUTHOR != 0 {
-        return Err(RecordError::Malformed("author fields are set by the server"));
+        return Err(RecordError::Malformed(
+            "author fields are set by the server",
+        ));
     }
     let payload_len = body.len().saturating_sub(l.payload_start);
     if payload_len > limits::PAYLOAD_LEN_MAX as usize {
@@ -444,6 +454,18 @@ pub fn check_body(body: &mut [u8]) -> Result<BodyInfo, RecordError> {
         idempotency_key: l.idempotency_key,
         payload_len,
     })
+}
+
+/// The idempotency key of a checked body, if it has one (without parsing
+/// the body when its flag is clear).
+pub fn body_idempotency_key(body: &[u8]) -> Option<&[u8]> {
+    let flags = u16::from_le_bytes([*body.get(2)?, *body.get(3)?]);
+    if flags & FLAG_IDEMPOTENCY_KEY == 0 {
+        return None;
+    }
+    let (_, _, _, l) = parse_layout(body).ok()?;
+    let (s, e) = l.idempotency_key?;
+    body.get(s..e)
 }
 
 /// Bytes of the record built from `body` with `author`.
@@ -466,7 +488,10 @@ pub fn write_record(
 ) -> usize {
     let total = record_len(author, body.len());
     assert!(dst.len() >= total, "record does not fit its destination");
-    assert!(body.len() >= BODY_HEADER_LEN, "body shorter than its header");
+    assert!(
+        body.len() >= BODY_HEADER_LEN,
+        "body shorter than its header"
+    );
     let len = u32::try_from(total - 8).expect("record length bounded by limits");
     let flags = u16::from_le_bytes([body[2], body[3]]) | author.flags();
     dst[0..4].copy_from_slice(&len.to_le_bytes());
@@ -501,7 +526,7 @@ pub fn peek_record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
         .ok()
         .and_then(|l| l.checked_add(8))
         .ok_or(RecordError::BadLength)?;
-    if total < RECORD_HEADER_LEN || total > RECORD_LEN_MAX {
+    if !(RECORD_HEADER_LEN..=RECORD_LEN_MAX).contains(&total) {
         return Err(RecordError::BadLength);
     }
     Ok(Some(total))
@@ -729,7 +754,10 @@ mod tests {
         let mut b = body(&fields, br#"{"a":1}"#);
         let info = check_body(&mut b).unwrap();
         assert_eq!(info.payload_len, 7);
-        let author = Author::User { api_key: 3, user: 9 };
+        let author = Author::User {
+            api_key: 3,
+            user: 9,
+        };
         let mut dst = vec![0u8; record_len(author, b.len())];
         let n = write_record(&mut dst, 42, 1_700_000_000_000_000, author, &b);
         assert_eq!(n, dst.len());
@@ -742,7 +770,10 @@ mod tests {
         assert_eq!(v.author(), author);
         assert_eq!(v.room(), Some(&b"lobby"[..]));
         assert_eq!(v.object_class(), Some(&b"books"[..]));
-        assert_eq!(v.pm_users().collect::<Vec<_>>(), vec![&b"alice"[..], b"bob"]);
+        assert_eq!(
+            v.pm_users().collect::<Vec<_>>(),
+            vec![&b"alice"[..], b"bob"]
+        );
         assert_eq!(v.exclude_users().collect::<Vec<_>>(), vec![&b"carol"[..]]);
         assert_eq!(v.uuid(), Some([7; 16]));
         assert_eq!(v.ref_id(), Some(41));
@@ -786,10 +817,19 @@ mod tests {
         let mut dst = vec![0u8; record_len(Author::None, b.len())];
         write_record(&mut dst, 1, 2, Author::None, &b);
         for cut in 0..dst.len() {
-            assert!(matches!(RecordView::decode(&dst[..cut]), Ok(None)), "cut {cut}");
+            assert!(
+                matches!(RecordView::decode(&dst[..cut]), Ok(None)),
+                "cut {cut}"
+            );
         }
-        assert_eq!(RecordView::decode(&[0, 0, 0, 0]).unwrap_err(), RecordError::EndOfData);
-        assert_eq!(RecordView::decode(&[1, 0, 0, 0]).unwrap_err(), RecordError::BadLength);
+        assert_eq!(
+            RecordView::decode(&[0, 0, 0, 0]).unwrap_err(),
+            RecordError::EndOfData
+        );
+        assert_eq!(
+            RecordView::decode(&[1, 0, 0, 0]).unwrap_err(),
+            RecordError::BadLength
+        );
     }
 
     #[test]

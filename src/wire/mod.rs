@@ -32,6 +32,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// Every opcode. Client requests are below 0x80; server responses and pushes
 /// are 0x80 and above. Retired opcodes are never reused.
+///
+/// Normative table: `protocol.md`, section "Opcodes".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Opcode {
@@ -95,6 +97,9 @@ pub enum Opcode {
 }
 
 /// Every error code. Stable: a retired code is never reused.
+///
+/// Normative table (with which codes close the connection): `protocol.md`,
+/// section "Error codes".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ErrorCode {
@@ -144,7 +149,8 @@ pub enum ErrorCode {
     Internal = 50,
 }
 
-/// Acknowledgement mode of a publish.
+/// Acknowledgement mode of a publish (`protocol.md`, section
+/// "Acknowledgement modes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum AckMode {
@@ -157,7 +163,8 @@ pub enum AckMode {
     Durable = 2,
 }
 
-/// Where a subscription starts.
+/// Where a subscription starts (`protocol.md`, sections "Subscribe" and
+/// "Delivery semantics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     /// Only messages published after the subscription is registered.
@@ -170,7 +177,7 @@ pub enum Start {
     AtTime(u64),
 }
 
-/// A parsed frame header.
+/// A parsed frame header (`protocol.md`, section "Framing").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     /// The raw opcode byte (may be unknown to this build).
@@ -212,7 +219,8 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-/// A client request, borrowing from the frame body.
+/// A client request, borrowing from the frame body. Each variant's body
+/// layout is in `protocol.md`, section "Requests and responses".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
     /// Version range the client speaks and its name.
@@ -312,6 +320,8 @@ pub enum Request<'a> {
 }
 
 /// A server frame, borrowing from the frame body (what a client decodes).
+/// Body layouts: `protocol.md`, sections "Requests and responses" and
+/// "Push frames".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response<'a> {
     /// The negotiated version.

@@ -1,0 +1,106 @@
+//! Storage engine micro-benchmarks: append throughput beside a raw copy into
+//! a mapped file, and group-commit appends under `Durability::Batch`.
+//!
+//! Run briefly: `cargo bench --bench storage -- --quick` (see benches/README.md).
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tidewire::clock;
+use tidewire::storage::record::{self, MessageFields};
+use tidewire::storage::{Author, ChannelLog, Durability, LogConfig};
+
+const SEGMENT_SIZE: u64 = 256 * 1024 * 1024;
+
+fn body(payload_len: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    record::encode_body(&mut b, &MessageFields::default(), &vec![7u8; payload_len]);
+    record::check_body(&mut b).expect("valid body");
+    b
+}
+
+fn config(durability: Durability) -> LogConfig {
+    LogConfig {
+        segment_size: SEGMENT_SIZE,
+        durability,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `iters` records into a fresh log, committing every `batch`.
+fn run_appends(iters: u64, body: &[u8], durability: Durability, batch: u64) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) =
+        ChannelLog::open(dir.path(), config(durability), clock::system()).expect("open");
+    let start = Instant::now();
+    for i in 0..iters {
+        log.append(Author::ApiKey(1), body).expect("append");
+        if (i + 1) % batch == 0 {
+            log.commit().expect("commit");
+        }
+    }
+    log.commit().expect("commit");
+    let elapsed = start.elapsed();
+    log.destroy().expect("destroy");
+    elapsed
+}
+
+/// The same bytes copied into a mapped, preallocated file: the ceiling.
+#[allow(unsafe_code)]
+fn run_raw_copy(iters: u64, record_len: usize) -> Duration {
+    let file = tempfile::tempfile().expect("tempfile");
+    file.set_len(SEGMENT_SIZE).expect("set_len");
+    // SAFETY: the file is private to this function (an unlinked temporary),
+    // sized before mapping and never truncated while mapped.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map");
+    let src = vec![7u8; record_len];
+    let mut pos = 0usize;
+    let start = Instant::now();
+    for _ in 0..iters {
+        if pos + record_len > map.len() {
+            pos = 0;
+        }
+        map[pos..pos + record_len].copy_from_slice(&src);
+        pos += record_len;
+    }
+    std::hint::black_box(&map);
+    start.elapsed()
+}
+
+fn append(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500))
+        .sample_size(10)
+        .throughput(Throughput::Elements(1));
+    for payload in [16usize, 128, 1024] {
+        let b = body(payload);
+        let record_len = record::record_len(Author::ApiKey(1), b.len());
+        g.bench_with_input(BenchmarkId::new("log_none", payload), &b, |bench, b| {
+            bench.iter_custom(|iters| run_appends(iters, b, Durability::None, 256))
+        });
+        g.bench_with_input(
+            BenchmarkId::new("raw_mmap_copy", payload),
+            &record_len,
+            |bench, &n| bench.iter_custom(|iters| run_raw_copy(iters, n)),
+        );
+    }
+    g.finish();
+}
+
+fn group_commit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("group_commit");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500))
+        .sample_size(10)
+        .throughput(Throughput::Elements(1));
+    let b = body(1024);
+    g.bench_function(BenchmarkId::new("batch_256", 1024), |bench| {
+        bench.iter_custom(|iters| run_appends(iters, &b, Durability::Batch, 256))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, group_commit);
+criterion_main!(benches);

@@ -1,0 +1,392 @@
+//! Byte layouts of the segment header and the small files beside segments:
+//! `.idx` (sparse index and seal), `.keys` (idempotency keys) and the
+//! `checkpoint` (synced watermark). Sans-IO: bytes in, values out.
+//!
+//! Layouts are documented in `docs/on-disk-format.md`. Every integer is
+//! little-endian; every entry carries its own CRC-32 so a torn append is
+//! detected and ignored, never trusted.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+/// Magic of a segment header.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"TWSEG\0\0\0";
+/// Magic of an index sidecar.
+pub const INDEX_MAGIC: [u8; 8] = *b"TWIDX\0\0\0";
+/// Magic of an idempotency-key sidecar.
+pub const KEYS_MAGIC: [u8; 8] = *b"TWKEYS\0\0";
+/// Magic of the checkpoint file.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"TWCKPT\0\0";
+/// Version of every storage format in this module.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of a sidecar file header (magic, version, CRC).
+pub const SIDECAR_HEADER_LEN: usize = 16;
+/// Bytes of one index entry.
+pub const INDEX_ENTRY_LEN: usize = 32;
+/// Bytes of the checkpoint file.
+pub const CHECKPOINT_LEN: usize = 40;
+/// Bytes of a key entry before the key.
+pub const KEY_ENTRY_HEADER_LEN: usize = 21;
+
+/// Index entry kind: a record starts at `pos`.
+pub const KIND_POINT: u32 = 1;
+/// Index entry kind: the segment is sealed; `id` is its last id, `pos` its
+/// end, `created_at` its newest record's time.
+pub const KIND_SEAL: u32 = 2;
+
+/// `<first_id:020>.seg`.
+pub fn segment_file_name(first_id: u64) -> String {
+    format!("{first_id:020}.seg")
+}
+
+/// The first id named by a `<first_id:020>.seg` file name.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".seg")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn u32_at(buf: &[u8], off: usize) -> Option<u32> {
+    let b = buf.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+fn u64_at(buf: &[u8], off: usize) -> Option<u64> {
+    let b = buf.get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// The 64-byte header at the start of every segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Id of the segment's first record.
+    pub first_id: u64,
+    /// When the segment was created, µs since the epoch.
+    pub created_at_us: u64,
+    /// Size of the file in bytes.
+    pub size: u64,
+}
+
+impl SegmentHeader {
+    /// Encodes: magic(8) version(4) header_len(4) first_id(8) created_at(8)
+    /// size(8) crc(4) zeros(20); the CRC covers bytes 0..40.
+    pub fn encode(&self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        let mut w = Writer(&mut b, 0);
+        w.put(&SEGMENT_MAGIC);
+        w.put(&FORMAT_VERSION.to_le_bytes());
+        w.put(&64u32.to_le_bytes());
+        w.put(&self.first_id.to_le_bytes());
+        w.put(&self.created_at_us.to_le_bytes());
+        w.put(&self.size.to_le_bytes());
+        let crc = crc32fast::hash(w.0.get(..40).unwrap_or_default());
+        w.put(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header.
+    ///
+    /// # Errors
+    /// A description of what does not match.
+    pub fn decode(buf: &[u8]) -> Result<SegmentHeader, &'static str> {
+        let head = buf.get(..64).ok_or("short segment header")?;
+        if head.get(..8) != Some(&SEGMENT_MAGIC[..]) {
+            return Err("bad segment magic");
+        }
+        if u32_at(head, 8) != Some(FORMAT_VERSION) {
+            return Err("unknown segment version");
+        }
+        if u32_at(head, 12) != Some(64) {
+            return Err("bad segment header length");
+        }
+        let crc = u32_at(head, 40).ok_or("short segment header")?;
+        if crc32fast::hash(head.get(..40).ok_or("short segment header")?) != crc {
+            return Err("segment header CRC mismatch");
+        }
+        let h = SegmentHeader {
+            first_id: u64_at(head, 16).ok_or("short segment header")?,
+            created_at_us: u64_at(head, 24).ok_or("short segment header")?,
+            size: u64_at(head, 32).ok_or("short segment header")?,
+        };
+        if h.first_id == 0
+            || h.size < crate::limits::SEGMENT_SIZE_MIN
+            || h.size > crate::limits::SEGMENT_SIZE_MAX
+        {
+            return Err("segment header fields out of range");
+        }
+        Ok(h)
+    }
+}
+
+struct Writer<'a>(&'a mut [u8], usize);
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.1.checked_add(bytes.len()).expect("fixed layouts fit");
+        self.0
+            .get_mut(self.1..end)
+            .expect("fixed layouts fit")
+            .copy_from_slice(bytes);
+        self.1 = end;
+    }
+}
+
+/// The 16-byte header of a sidecar file: magic(8) version(4) crc(4) of 0..12.
+pub fn sidecar_header(magic: [u8; 8]) -> [u8; SIDECAR_HEADER_LEN] {
+    let mut b = [0u8; SIDECAR_HEADER_LEN];
+    let mut w = Writer(&mut b, 0);
+    w.put(&magic);
+    w.put(&FORMAT_VERSION.to_le_bytes());
+    let crc = crc32fast::hash(w.0.get(..12).unwrap_or_default());
+    w.put(&crc.to_le_bytes());
+    b
+}
+
+/// True when `buf` starts with a valid sidecar header with `magic`.
+pub fn check_sidecar_header(buf: &[u8], magic: [u8; 8]) -> bool {
+    buf.get(..SIDECAR_HEADER_LEN) == Some(&sidecar_header(magic)[..])
+}
+
+/// One entry of an `.idx` sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Record id (seal: last id of the segment).
+    pub id: u64,
+    /// Record `created_at` (seal: newest record's).
+    pub created_at_us: u64,
+    /// Absolute file offset of the record (seal: end of the records).
+    pub pos: u64,
+    /// [`KIND_POINT`] or [`KIND_SEAL`].
+    pub kind: u32,
+}
+
+impl IndexEntry {
+    /// Encodes: id(8) created_at(8) pos(8) kind(4) crc(4) of 0..28.
+    pub fn encode(&self) -> [u8; INDEX_ENTRY_LEN] {
+        let mut b = [0u8; INDEX_ENTRY_LEN];
+        let mut w = Writer(&mut b, 0);
+        w.put(&self.id.to_le_bytes());
+        w.put(&self.created_at_us.to_le_bytes());
+        w.put(&self.pos.to_le_bytes());
+        w.put(&self.kind.to_le_bytes());
+        let crc = crc32fast::hash(w.0.get(..28).unwrap_or_default());
+        w.put(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes one entry; `None` when short, torn or of an unknown kind.
+    pub fn decode(buf: &[u8]) -> Option<IndexEntry> {
+        let b = buf.get(..INDEX_ENTRY_LEN)?;
+        if crc32fast::hash(b.get(..28)?) != u32_at(b, 28)? {
+            return None;
+        }
+        let e = IndexEntry {
+            id: u64_at(b, 0)?,
+            created_at_us: u64_at(b, 8)?,
+            pos: u64_at(b, 16)?,
+            kind: u32_at(b, 24)?,
+        };
+        matches!(e.kind, KIND_POINT | KIND_SEAL).then_some(e)
+    }
+}
+
+/// What an `.idx` file holds: its valid entries, and whether anything after
+/// them (or the header) was damaged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    /// Valid entries, in file order.
+    pub entries: Vec<IndexEntry>,
+    /// True when the header was bad or bytes after the last valid entry
+    /// did not form one.
+    pub damaged: bool,
+}
+
+/// Decodes an `.idx` file. Entries must be in ascending id and position.
+pub fn decode_index(buf: &[u8]) -> IndexFile {
+    if !check_sidecar_header(buf, INDEX_MAGIC) {
+        return IndexFile {
+            entries: Vec::new(),
+            damaged: true,
+        };
+    }
+    let mut out = IndexFile::default();
+    let body = buf.get(SIDECAR_HEADER_LEN..).unwrap_or_default();
+    for chunk in body.chunks(INDEX_ENTRY_LEN) {
+        match IndexEntry::decode(chunk) {
+            Some(e)
+                if out.entries.last().map_or(true, |p| {
+                    p.kind == KIND_POINT && p.id <= e.id && p.pos < e.pos
+                }) =>
+            {
+                out.entries.push(e)
+            }
+            _ => {
+                out.damaged = true;
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// One idempotency key entry of a `.keys` sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// The record's id.
+    pub id: u64,
+    /// The record's `created_at`.
+    pub created_at_us: u64,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// Appends the encoding of a key entry to `out`: crc(4) of the rest, id(8),
+/// created_at(8), key_len(1), key.
+pub fn encode_key_entry(out: &mut Vec<u8>, id: u64, created_at_us: u64, key: &[u8]) {
+    let key_len = u8::try_from(key.len()).expect("keys are checked against their limit");
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&created_at_us.to_le_bytes());
+    out.push(key_len);
+    out.extend_from_slice(key);
+    let crc_start = start.checked_add(4).expect("vector length fits");
+    let crc = crc32fast::hash(out.get(crc_start..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start..crc_start) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Decodes a `.keys` file up to its first invalid entry.
+pub fn decode_keys(buf: &[u8]) -> Vec<KeyEntry> {
+    let mut out = Vec::new();
+    if !check_sidecar_header(buf, KEYS_MAGIC) {
+        return out;
+    }
+    let mut pos = SIDECAR_HEADER_LEN;
+    while let Some(head) = buf.get(pos..).and_then(|b| b.get(..KEY_ENTRY_HEADER_LEN)) {
+        let key_len = usize::from(head.get(20).copied().unwrap_or(0));
+        if key_len == 0 || key_len > crate::limits::IDEMPOTENCY_KEY_LEN_MAX {
+            break;
+        }
+        let Some(end) = pos
+            .checked_add(KEY_ENTRY_HEADER_LEN)
+            .and_then(|p| p.checked_add(key_len))
+        else {
+            break;
+        };
+        let Some(entry) = buf.get(pos..end) else {
+            break;
+        };
+        let (Some(crc), Some(rest)) = (u32_at(entry, 0), entry.get(4..)) else {
+            break;
+        };
+        if crc32fast::hash(rest) != crc {
+            break;
+        }
+        let (Some(id), Some(created_at_us), Some(key)) = (
+            u64_at(entry, 4),
+            u64_at(entry, 12),
+            entry.get(KEY_ENTRY_HEADER_LEN..),
+        ) else {
+            break;
+        };
+        out.push(KeyEntry {
+            id,
+            created_at_us,
+            key: key.to_vec(),
+        });
+        pos = end;
+    }
+    out
+}
+
+/// The synced watermark of a log: everything in segment `segment_first_id`
+/// below `synced_pos` (and every earlier segment) was on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// First id of the segment the watermark is in.
+    pub segment_first_id: u64,
+    /// Absolute file offset below which that segment was synced.
+    pub synced_pos: u64,
+    /// Highest synced id.
+    pub synced_id: u64,
+}
+
+impl Checkpoint {
+    /// Encodes: magic(8) segment_first_id(8) synced_pos(8) synced_id(8)
+    /// version(4) crc(4) of 0..36.
+    pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
+        let mut b = [0u8; CHECKPOINT_LEN];
+        let mut w = Writer(&mut b, 0);
+        w.put(&CHECKPOINT_MAGIC);
+        w.put(&self.segment_first_id.to_le_bytes());
+        w.put(&self.synced_pos.to_le_bytes());
+        w.put(&self.synced_id.to_le_bytes());
+        w.put(&FORMAT_VERSION.to_le_bytes());
+        let crc = crc32fast::hash(w.0.get(..36).unwrap_or_default());
+        w.put(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a checkpoint; `None` when it is not a valid one.
+    pub fn decode(buf: &[u8]) -> Option<Checkpoint> {
+        let b = buf.get(..CHECKPOINT_LEN)?;
+        if b.get(..8)? != CHECKPOINT_MAGIC || u32_at(b, 32)? != FORMAT_VERSION {
+            return None;
+        }
+        if crc32fast::hash(b.get(..36)?) != u32_at(b, 36)? {
+            return None;
+        }
+        Some(Checkpoint {
+            segment_first_id: u64_at(b, 8)?,
+            synced_pos: u64_at(b, 16)?,
+            synced_id: u64_at(b, 24)?,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_entries_and_checkpoints_round_trip() {
+        let h = SegmentHeader {
+            first_id: 7,
+            created_at_us: 9,
+            size: 1 << 20,
+        };
+        assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        let mut bad = h.encode();
+        bad[20] ^= 1;
+        assert!(SegmentHeader::decode(&bad).is_err());
+        let e = IndexEntry {
+            id: 1,
+            created_at_us: 2,
+            pos: 64,
+            kind: KIND_POINT,
+        };
+        let mut file = sidecar_header(INDEX_MAGIC).to_vec();
+        file.extend_from_slice(&e.encode());
+        file.extend_from_slice(&[1, 2, 3]);
+        let idx = decode_index(&file);
+        assert_eq!(idx.entries, vec![e]);
+        assert!(idx.damaged);
+        let c = Checkpoint {
+            segment_first_id: 1,
+            synced_pos: 100,
+            synced_id: 3,
+        };
+        assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
+        let mut keys = sidecar_header(KEYS_MAGIC).to_vec();
+        encode_key_entry(&mut keys, 5, 6, b"abc");
+        encode_key_entry(&mut keys, 7, 8, b"d");
+        keys.pop();
+        let k = decode_keys(&keys);
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].key, b"abc");
+        assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
+    }
+}
