@@ -20,6 +20,7 @@ use tidewire::client::{
     Message, OutgoingMessage,
 };
 use tidewire::config::{self, ServerConfig};
+use tidewire::limits;
 use tidewire::storage::record::ContentType;
 use tidewire::wire::AckMode;
 
@@ -166,9 +167,10 @@ struct HistoryArgs {
     /// Only this room.
     #[arg(long)]
     room: Option<String>,
-    /// Most messages (server default when absent).
-    #[arg(long, value_name = "N")]
-    limit: Option<u32>,
+    /// Most messages (server default page when absent); more than one
+    /// page's worth is read page by page.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
     /// Oldest message first (default: newest first).
     #[arg(long)]
     oldest_first: bool,
@@ -614,18 +616,36 @@ fn subscribe(a: &SubArgs) -> Result<(), Failure> {
 }
 
 fn history(a: &HistoryArgs) -> Result<(), Failure> {
-    let query = HistoryQuery {
+    let mut query = HistoryQuery {
         room: a.room.clone(),
         newest_first: !a.oldest_first,
         after_id: a.after.unwrap_or(0),
         before_id: a.before.unwrap_or(0),
-        limit: a.limit.unwrap_or(0),
+        limit: 0,
     };
+    let page_max = u64::from(limits::HISTORY_PAGE_MAX);
+    let mut left = a.limit;
     let mut c = connect(&a.conn)?;
-    let page = c.history(&a.channel, &query)?;
     let mut out = io::stdout().lock();
-    for m in &page {
-        print_message(&mut out, m, a.conn.json)?;
+    loop {
+        // `min` with the page maximum makes the narrowing exact.
+        query.limit = left.map_or(0, |n| n.min(page_max) as u32);
+        let page = c.history(&a.channel, &query)?;
+        for m in &page {
+            print_message(&mut out, m, a.conn.json)?;
+        }
+        let Some(n) = left else { break };
+        let got = page.len() as u64;
+        left = Some(n.saturating_sub(got));
+        let Some(last) = page.last() else { break };
+        if left == Some(0) || got < u64::from(query.limit) {
+            break;
+        }
+        if query.newest_first {
+            query.before_id = last.id;
+        } else {
+            query.after_id = last.id;
+        }
     }
     Ok(())
 }

@@ -554,7 +554,7 @@ impl Client {
             Wait::Until(Some(deadline)) => {
                 let now = Instant::now();
                 if now >= deadline {
-                    return Ok(false);
+                    return self.read_ready();
                 }
                 Some(deadline - now)
             }
@@ -582,6 +582,26 @@ impl Client {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Reads what the socket holds without waiting (a zero or expired
+    /// timeout polls rather than skipping the socket). `Ok(false)`: nothing.
+    fn read_ready(&mut self) -> Result<bool> {
+        self.stream.set_nonblocking(true)?;
+        let result = loop {
+            match self.stream.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => break Err(ClientError::Closed),
+                Ok(n) => {
+                    self.rend += n;
+                    break Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.stream.set_nonblocking(false)?;
+        result
     }
 
     fn compact(&mut self) {
@@ -1079,7 +1099,8 @@ impl Client {
     }
 
     /// The next subscription event, waiting at most `timeout` (None: until
-    /// one arrives). `Ok(None)` when the timeout passes first. Records are
+    /// one arrives; `Some(Duration::ZERO)` polls without waiting).
+    /// `Ok(None)` when the timeout passes first. Records are
     /// CRC-checked and decoded one at a time.
     ///
     /// # Errors

@@ -467,3 +467,42 @@ fn arguments_over_their_limits_are_rejected_before_sending() {
     assert!(matches!(c.ping(), Err(ClientError::Protocol(_))));
     server.join().unwrap();
 }
+
+#[test]
+fn a_zero_timeout_polls_the_socket() {
+    let (addr, server) = fake(|p| {
+        let (h, body) = p.frame();
+        let Request::Ping { data } = decode_request(&h, &body).unwrap() else {
+            panic!("expected Ping")
+        };
+        let data = data.to_vec();
+        p.send(h.request_id, &Response::Pong { data: &data });
+        p.send(
+            0,
+            &Response::Gap {
+                sub_id: 2,
+                wanted_id: 1,
+                oldest_id: 3,
+            },
+        );
+        let mut rest = [0u8; 1];
+        let _ = p.s.read(&mut rest);
+    });
+    let mut c = Client::connect_with(&options(&addr)).unwrap();
+    assert_eq!(c.next_event(Some(Duration::ZERO)).unwrap(), None);
+    // The Gap follows the pong; after the round trip it is on its way.
+    c.ping().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let polled = c.next_event(Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        polled,
+        Some(Event::Gap {
+            sub_id: 2,
+            wanted_id: 1,
+            oldest_id: 3
+        })
+    );
+    assert_eq!(c.next_event(Some(Duration::ZERO)).unwrap(), None);
+    drop(c);
+    server.join().unwrap();
+}
