@@ -2,7 +2,7 @@
 //! `.idx` (sparse index and seal), `.keys` (idempotency keys) and the
 //! `checkpoint` (synced watermark). Sans-IO: bytes in, values out.
 //!
-//! Layouts are documented in `docs/on-disk-format.md`. Every integer is
+//! Layouts are documented in `protocol.md`, "On-disk format". Every integer is
 //! little-endian; every entry carries its own CRC-32 so a torn append is
 //! detected and ignored, never trusted.
 #![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
