@@ -630,3 +630,25 @@ fn subscribers_on_different_io_threads_each_receive_everything_in_order() {
         assert!(got.iter().enumerate().all(|(k, m)| m.0 == k as u64 + 1));
     }
 }
+
+#[test]
+fn sigterm_appends_what_was_acknowledged_exits_0_and_a_restart_continues_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server_process(dir.path(), "batch");
+    let mut c = connect(&addr);
+    create(&mut c, "term");
+    for _ in 0..100 {
+        c.publish("term", &OutgoingMessage::new(b"m"), AckMode::Append).unwrap();
+    }
+    // SAFETY: kill(2) with a pid this test started and a valid signal number.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    let (mut child, addr) = spawn_server_process(dir.path(), "batch");
+    let mut c = connect(&addr);
+    assert_eq!(c.publish("term", &OutgoingMessage::new(b"n"), AckMode::Append).unwrap(), 101);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
