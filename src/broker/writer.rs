@@ -113,6 +113,9 @@ impl Completion {
     }
 }
 
+/// How long an idle writer polls its queue before it parks.
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(30);
+
 /// How often idle logs are rotated, expired and (under `interval`) synced.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(250);
 
@@ -172,6 +175,9 @@ impl Writer {
                     break;
                 }
                 self.maintain_if_due();
+                if self.spin_for_work() {
+                    continue;
+                }
                 self.broker.writer_parking(true);
                 if self.broker.append_queue.is_empty()
                     && !self.broker.shutting_down.load(Ordering::Acquire)
@@ -187,6 +193,19 @@ impl Writer {
         self.close_all();
         self.broker.writer_done.store(true, Ordering::Release);
         self.broker.wake_all_io();
+    }
+
+    /// Waits a few microseconds for more work before parking: a publish that
+    /// arrives now is appended without the cost of a wake-up.
+    fn spin_for_work(&self) -> bool {
+        let until = Instant::now() + SPIN_BEFORE_PARK;
+        while Instant::now() < until {
+            if !self.broker.append_queue.is_empty() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
     }
 
     fn process_batch(&mut self) {
