@@ -710,7 +710,7 @@ impl ChannelLog {
 }
 
 /// Bytes of the mapping faulted in ahead of the write position.
-const PREFAULT_BYTES: u64 = 512 * 1024;
+const PREFAULT_BYTES: u64 = limits::SEGMENT_PREFAULT_BYTES;
 
 /// A cheap, cloneable, `Send + Sync` read handle on one channel's log.
 #[derive(Debug, Clone)]
