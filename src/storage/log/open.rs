@@ -37,11 +37,15 @@ fn create_with_header(path: &Path, magic: [u8; 8]) -> io::Result<File> {
     Ok(f)
 }
 
-/// Creates the empty `.idx` and `.keys` sidecars of a new segment.
-pub(super) fn create_sidecars(dir: &Path, first_id: u64) -> Result<(File, File), StorageError> {
+/// Creates the empty `.idx`, `.keys` and `.rooms` sidecars of a new segment.
+pub(super) fn create_sidecars(
+    dir: &Path,
+    first_id: u64,
+) -> Result<(File, File, File), StorageError> {
     let idx = create_with_header(&side_path(dir, first_id, "idx"), sidecar::INDEX_MAGIC)?;
     let keys = create_with_header(&side_path(dir, first_id, "keys"), sidecar::KEYS_MAGIC)?;
-    Ok((idx, keys))
+    let rooms = create_with_header(&side_path(dir, first_id, "rooms"), sidecar::ROOMS_MAGIC)?;
+    Ok((idx, keys, rooms))
 }
 
 /// Replaces a sidecar atomically (temporary file, sync, rename) and returns
@@ -64,7 +68,7 @@ fn rewrite_sidecar(path: &Path, bytes: &[u8]) -> Result<(File, u64), StorageErro
 
 /// Removes a segment and its sidecars (missing files are fine).
 pub(super) fn remove_segment_files(dir: &Path, first_id: u64) -> Result<(), StorageError> {
-    for ext in ["seg", "idx", "keys"] {
+    for ext in ["seg", "idx", "keys", "rooms"] {
         match fs::remove_file(side_path(dir, first_id, ext)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -79,7 +83,7 @@ fn quarantine(dir: &Path, first_id: u64, now_us: u64, why: &str) -> Result<PathB
     let qdir = dir.join(QUARANTINE_DIR);
     fs::create_dir_all(&qdir)?;
     let mut seg_dest = PathBuf::new();
-    for ext in ["seg", "idx", "keys"] {
+    for ext in ["seg", "idx", "keys", "rooms"] {
         let from = side_path(dir, first_id, ext);
         let to = qdir.join(format!("{first_id:020}.{ext}.{now_us}"));
         match fs::rename(&from, &to) {
@@ -235,6 +239,8 @@ struct Active {
     idx_len: u64,
     keys_file: File,
     keys_len: u64,
+    rooms_file: File,
+    rooms_maintained: bool,
     write_pos: u64,
     last_id: u64,
     last_created_at_us: u64,
@@ -340,6 +346,15 @@ fn recover_active(
     if rebuilt && r.records > 0 {
         report.rebuilt_indexes += 1;
     }
+    // Room entries from before the crash are not trusted (some may be
+    // missing, some may name cut records): the sidecar restarts empty and is
+    // never sealed, and readers index this segment themselves. An empty
+    // segment is maintained by the writer from its first record.
+    let rooms_file = create_with_header(&side_path(dir, first, "rooms"), sidecar::ROOMS_MAGIC)?;
+    let rooms_maintained = end == HEADER_LEN;
+    if rooms_maintained {
+        seg.rooms.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
+    }
     w.set_verified_from(HEADER_LEN + start as u64);
     let last_index_pos = points.last().map(|p| p.pos);
     *seg.index.write().unwrap_or_else(|e| e.into_inner()) = points;
@@ -349,6 +364,8 @@ fn recover_active(
         idx_len,
         keys_file,
         keys_len,
+        rooms_file,
+        rooms_maintained,
         write_pos: end,
         last_id,
         last_created_at_us: r.last_created_at_us,
@@ -358,13 +375,15 @@ fn recover_active(
 
 fn new_active(dir: &Path, first: u64, now: u64, size: u64) -> Result<Active, StorageError> {
     let (_, writer) = Segment::create(dir, first, now, size, false)?;
-    let (idx_file, keys_file) = create_sidecars(dir, first)?;
+    let (idx_file, keys_file, rooms_file) = create_sidecars(dir, first)?;
     Ok(Active {
         writer,
         idx_file,
         idx_len: sidecar::SIDECAR_HEADER_LEN as u64,
         keys_file,
         keys_len: sidecar::SIDECAR_HEADER_LEN as u64,
+        rooms_file,
+        rooms_maintained: true,
         write_pos: HEADER_LEN,
         last_id: first - 1,
         last_created_at_us: 0,
@@ -489,9 +508,13 @@ pub(super) fn open(
         idx_len: active.idx_len,
         keys_file: active.keys_file,
         keys_len: active.keys_len,
+        rooms_file: active.rooms_file,
+        rooms_len: sidecar::SIDECAR_HEADER_LEN as u64,
+        rooms_maintained: active.rooms_maintained,
         checkpoint_file,
         pending_idx: Vec::with_capacity(4096),
         pending_keys: Vec::with_capacity(4096),
+        pending_rooms: Vec::with_capacity(4096),
         sidecars_unsynced: false,
         to_seal: Vec::new(),
         unsynced_sealed: Vec::new(),
