@@ -232,6 +232,57 @@ fn index_builder(
     }
 }
 
+/// The last index point that still names a valid record: the scan start
+/// (relative to the data region) and how many points to keep.
+fn resume_point(points: &[IndexEntry], data: &[u8]) -> (usize, usize) {
+    for (i, p) in points.iter().enumerate().rev() {
+        let Some(rel) = p.pos.checked_sub(HEADER_LEN) else {
+            continue;
+        };
+        let Some(at) = usize::try_from(rel).ok().and_then(|r| data.get(r..)) else {
+            continue;
+        };
+        if let Ok(Some((v, _))) = RecordView::decode(at) {
+            if v.id() == p.id {
+                return (rel as usize, i + 1);
+            }
+        }
+    }
+    (0, 0)
+}
+
+/// Idempotency keys found by a scan: `(key, id, created_at)`.
+type ScannedKeys = Vec<(Vec<u8>, u64, u64)>;
+
+/// Rewrites the active segment's `.keys`: the entries on file below the
+/// scan start (and not past the last valid id), then the keys the scan found
+/// (`scanned`: the scan's first id and its keys). Loads the retained ones.
+fn rewrite_active_keys(
+    dir: &Path,
+    first: u64,
+    last_id: u64,
+    scanned: Option<(u64, ScannedKeys)>,
+    cutoff: u64,
+    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
+) -> Result<(File, u64), StorageError> {
+    let (scanned_from, scan_keys) = scanned.unwrap_or((u64::MAX, Vec::new()));
+    let mut all_keys: ScannedKeys =
+        sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?)
+            .into_iter()
+            .filter(|k| k.id >= first && k.id < scanned_from && k.id <= last_id)
+            .map(|k| (k.key, k.id, k.created_at_us))
+            .collect();
+    all_keys.extend(scan_keys);
+    let mut keys_bytes = sidecar::sidecar_header(sidecar::KEYS_MAGIC).to_vec();
+    for (k, id, at) in all_keys {
+        sidecar::encode_key_entry(&mut keys_bytes, id, at, &k);
+        if at >= cutoff {
+            keys.insert(k.into(), (id, at));
+        }
+    }
+    rewrite_sidecar(&side_path(dir, first, "keys"), &keys_bytes)
+}
+
 /// The recovered active segment.
 struct Active {
     writer: SegmentWriter,
@@ -267,28 +318,13 @@ fn recover_active(
         .copied()
         .collect();
     let mut rebuilt = idx.damaged;
-    let size = seg.size;
-    let data = w.unpublished(HEADER_LEN, size);
-    let mut start = 0usize;
-    let mut valid = 0usize;
-    for (i, p) in points.iter().enumerate().rev() {
-        if p.pos < HEADER_LEN || p.pos >= size {
-            continue;
-        }
-        let rel = (p.pos - HEADER_LEN) as usize;
-        if let Ok(Some((v, _))) = RecordView::decode(&data[rel..]) {
-            if v.id() == p.id {
-                start = rel;
-                valid = i + 1;
-                break;
-            }
-        }
-    }
+    let data = w.unpublished(HEADER_LEN, seg.size);
+    let (start, valid) = resume_point(&points, data);
     if valid < points.len() {
         rebuilt = true;
         points.truncate(valid);
     }
-    let mut scan_keys: Vec<(Vec<u8>, u64, u64)> = Vec::new();
+    let mut scan_keys: ScannedKeys = Vec::new();
     let mut add_point = index_builder(&mut points, None);
     let r = recovery::scan_with(data, start, &mut |off, v| {
         add_point(off, v);
@@ -322,22 +358,8 @@ fn recover_active(
         tracing::warn!(segment = first, at = end, bytes = extent_abs - end, stop = ?r.stop, "torn tail cut");
     }
     let last_id = r.last_id.unwrap_or(first - 1);
-    let scanned_from = r.first_id.unwrap_or(u64::MAX);
-    let mut all_keys: Vec<(Vec<u8>, u64, u64)> =
-        sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?)
-            .into_iter()
-            .filter(|k| k.id >= first && k.id < scanned_from && k.id <= last_id)
-            .map(|k| (k.key, k.id, k.created_at_us))
-            .collect();
-    all_keys.extend(scan_keys);
-    let mut keys_bytes = sidecar::sidecar_header(sidecar::KEYS_MAGIC).to_vec();
-    for (k, id, at) in all_keys {
-        sidecar::encode_key_entry(&mut keys_bytes, id, at, &k);
-        if at >= cutoff {
-            keys.insert(k.into(), (id, at));
-        }
-    }
-    let (keys_file, keys_len) = rewrite_sidecar(&side_path(dir, first, "keys"), &keys_bytes)?;
+    let scanned = r.first_id.map(|f| (f, scan_keys));
+    let (keys_file, keys_len) = rewrite_active_keys(dir, first, last_id, scanned, cutoff, keys)?;
     let mut idx_bytes = sidecar::sidecar_header(sidecar::INDEX_MAGIC).to_vec();
     for p in &points {
         idx_bytes.extend_from_slice(&p.encode());
