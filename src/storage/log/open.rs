@@ -431,6 +431,60 @@ fn seal_active(a: Active) -> Result<Arc<Segment>, StorageError> {
     Ok(seg)
 }
 
+/// Opens every sealed segment (quarantining damaged ones); returns them with
+/// the id after their last record and their newest `created_at`.
+fn open_sealed_segments(
+    dir: &Path,
+    firsts: &[u64],
+    now: u64,
+    cutoff: u64,
+    report: &mut OpenReport,
+    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
+) -> Result<(Vec<Arc<Segment>>, u64, u64), StorageError> {
+    let mut segments = Vec::new();
+    let mut next_id = 1;
+    let mut last_created_at_us = 0;
+    for &first in firsts {
+        match open_sealed(dir, first, report, cutoff, keys) {
+            Ok(seg) => {
+                next_id = next_id.max(seg.last_id() + 1);
+                last_created_at_us = last_created_at_us.max(seg.newest_created_at_us());
+                segments.push(seg);
+            }
+            Err(StorageError::Corruption(why)) => {
+                report.quarantined.push(quarantine(dir, first, now, &why)?);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((segments, next_id, last_created_at_us))
+}
+
+/// The segment appends go to: the recovered active one when its ids follow
+/// everything known, otherwise a new one at `next_id` (the recovered one,
+/// if it holds records, is sealed; if empty, removed).
+fn settle_active(
+    dir: &Path,
+    recovered: Option<Active>,
+    segments: &mut Vec<Arc<Segment>>,
+    next_id: u64,
+    now: u64,
+    size: u64,
+) -> Result<Active, StorageError> {
+    match recovered {
+        Some(a) if a.last_id + 1 >= next_id => Ok(a),
+        Some(a) => {
+            if a.write_pos == HEADER_LEN {
+                remove_segment_files(dir, a.writer.segment().first_id)?;
+            } else {
+                segments.push(seal_active(a)?);
+            }
+            new_active(dir, next_id, now, size)
+        }
+        None => new_active(dir, next_id, now, size),
+    }
+}
+
 pub(super) fn open(
     dir: &Path,
     config: LogConfig,
@@ -448,23 +502,10 @@ pub(super) fn open(
     let checkpoint = Checkpoint::decode(&read_optional(&dir.join(CHECKPOINT_FILE))?);
     let mut report = OpenReport::default();
     let mut keys = HashMap::new();
-    let mut segments = Vec::new();
-    let mut next_id = checkpoint.map_or(1, |cp| cp.synced_id.saturating_add(1));
-    let mut last_created_at_us = 0;
     let active_first = firsts.pop();
-    for first in firsts {
-        match open_sealed(dir, first, &mut report, cutoff, &mut keys) {
-            Ok(seg) => {
-                next_id = next_id.max(seg.last_id() + 1);
-                last_created_at_us = last_created_at_us.max(seg.newest_created_at_us());
-                segments.push(seg);
-            }
-            Err(StorageError::Corruption(why)) => {
-                report.quarantined.push(quarantine(dir, first, now, &why)?);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let (mut segments, next_id, mut last_created_at_us) =
+        open_sealed_segments(dir, &firsts, now, cutoff, &mut report, &mut keys)?;
+    let next_id = next_id.max(checkpoint.map_or(1, |cp| cp.synced_id.saturating_add(1)));
     let recovered = match active_first {
         Some(first) => {
             match recover_active(dir, first, checkpoint, cutoff, &mut report, &mut keys) {
@@ -478,19 +519,15 @@ pub(super) fn open(
         }
         None => None,
     };
-    let active = match recovered {
-        Some(a) if a.last_id + 1 >= next_id => a,
-        Some(a) => {
-            if a.write_pos == HEADER_LEN {
-                remove_segment_files(dir, a.writer.segment().first_id)?;
-            } else {
-                segments.push(seal_active(a)?);
-            }
-            new_active(dir, next_id, now, config.segment_size)?
-        }
-        None => new_active(dir, next_id, now, config.segment_size)?,
-    };
-    next_id = active.last_id + 1;
+    let active = settle_active(
+        dir,
+        recovered,
+        &mut segments,
+        next_id,
+        now,
+        config.segment_size,
+    )?;
+    let next_id = active.last_id + 1;
     last_created_at_us = last_created_at_us.max(active.last_created_at_us);
     let seg = active.writer.segment().clone();
     active
