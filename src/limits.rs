@@ -85,6 +85,9 @@ pub const SEGMENT_AGE_US_DEFAULT: u64 = 24 * 3600 * 1_000_000;
 pub const RETENTION_US_DEFAULT: u64 = 24 * 3600 * 1_000_000;
 /// Bytes of log between two sparse index entries; bounds the recovery scan.
 pub const INDEX_INTERVAL_BYTES: u64 = 64 * 1024;
+/// Bytes of a segment's mapping the writer populates ahead of its write
+/// position at a time, so page faults leave the per-record path.
+pub const SEGMENT_PREFAULT_BYTES: u64 = 512 * 1024;
 /// Largest metadata snapshot accepted when decoding, in bytes.
 pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
 
@@ -95,6 +98,8 @@ const _: () = assert!(SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX);
 // A maximal record must fit in the smallest segment... no: it must fit in the
 // configured one, which `config` checks; the default must hold one.
 const _: () = assert!((FRAME_LEN_MAX as u64) * 2 < SEGMENT_SIZE_DEFAULT);
+const _: () = assert!(SEGMENT_PREFAULT_BYTES < SEGMENT_SIZE_MIN * 16);
+const _: () = assert!(INDEX_INTERVAL_BYTES <= SEGMENT_SIZE_MIN);
 const _: () = assert!(DELIVERY_CHUNK_BYTES_MAX <= CONNECTION_WRITE_BUFFER_HIGH);
 const _: () = assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);
 

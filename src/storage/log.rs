@@ -122,10 +122,14 @@ struct Shared {
 
 /// The single writer of one channel's log. `Send`, not shared.
 ///
-/// Room index: readers build a per-segment map room → `(id, position)` lazily
-/// from the committed records the first time a room is read in that segment
-/// and catch it up incrementally afterwards (`segment::RoomIndex`); it is
-/// kept in memory only, so opening a log never reads it.
+/// Room index: per segment, an in-memory map room → `(id, position)`
+/// (`segment::RoomIndex`). The writer adds each record with a room as it
+/// appends it and persists the entries in the segment's `.rooms` sidecar,
+/// sealed with a marker at rotation. A sealed segment opened from disk loads
+/// its sidecar the first time a room is read in it; only when that sidecar
+/// is missing, damaged or unsealed (the segment was active during a crash)
+/// do readers build the map by walking the segment once, then incrementally.
+/// Opening a log never reads it.
 #[derive(Debug)]
 pub struct ChannelLog {
     shared: Arc<Shared>,
@@ -135,9 +139,16 @@ pub struct ChannelLog {
     idx_len: u64,
     keys_file: File,
     keys_len: u64,
+    rooms_file: File,
+    rooms_len: u64,
+    /// False while the active segment is one recovered at open: its room
+    /// entries before the crash are not known, so its sidecar stays empty
+    /// and unsealed and readers index it themselves.
+    rooms_maintained: bool,
     checkpoint_file: File,
     pending_idx: Vec<u8>,
     pending_keys: Vec<u8>,
+    pending_rooms: Vec<u8>,
     sidecars_unsynced: bool,
     to_seal: Vec<ToSeal>,
     /// Sealed segments with bytes not yet synced (`Durability::None` does
@@ -244,27 +255,62 @@ fn walk_until(seg: &Segment, mut pos: u64, committed: u64, stop: impl Fn(&[u8]) 
     pos
 }
 
-/// The records of `room` in `seg` with `lo <= id <= hi`, catching the
-/// segment's room index up with its committed records first.
-fn room_entries(seg: &Segment, room: &[u8], lo: u64, hi: u64) -> Vec<(u64, u64)> {
-    let mut ri = lock_rooms(seg);
-    let committed = seg.committed_len();
-    let mut pos = ri.scanned_to;
-    while let Some(raw) = record_at(seg, pos, committed) {
-        if let Ok(v) = RecordView::parse_trusted(raw) {
-            if let Some(r) = v.room() {
-                ri.rooms.entry(r.into()).or_default().push((v.id(), pos));
-            }
-        }
-        pos += raw.len() as u64;
+/// Loads a sealed segment's `.rooms` sidecar if it is complete (sealed at
+/// exactly the segment's end).
+fn load_rooms_sidecar(seg: &Segment, ri: &mut RoomIndex) -> bool {
+    let Ok(buf) = std::fs::read(seg.path.with_extension("rooms")) else {
+        return false;
+    };
+    let Some((entries, Some((last_id, end)))) = sidecar::decode_rooms(&buf) else {
+        return false;
+    };
+    if end != seg.committed_len() || last_id != seg.last_id() {
+        return false;
     }
-    ri.scanned_to = pos;
+    for (room, id, pos) in entries {
+        ri.rooms.entry(room.into()).or_default().push((id, pos));
+    }
+    true
+}
+
+/// The records of `room` in `seg` with `lo <= id <= hi`, and the position up
+/// to which the segment's room index covers the records. Readers only scan
+/// segments whose index is neither writer-maintained nor loaded from a
+/// sealed sidecar.
+fn room_entries(seg: &Segment, room: &[u8], lo: u64, hi: u64) -> (Vec<(u64, u64)>, u64) {
+    // Loaded before the lookup: every room record below it was added to the
+    // index (under the lock) before it was published.
+    let committed = seg.committed_len();
+    let mut ri = lock_rooms(seg);
+    if !ri.complete && !ri.sidecar_checked && seg.is_sealed() {
+        ri.sidecar_checked = true;
+        let mut fresh = RoomIndex::default();
+        if load_rooms_sidecar(seg, &mut fresh) {
+            ri.rooms = fresh.rooms;
+            ri.complete = true;
+        }
+    }
+    let covered = if ri.complete {
+        committed
+    } else {
+        let mut pos = ri.scanned_to;
+        while let Some(raw) = record_at(seg, pos, committed) {
+            if let Ok(v) = RecordView::parse_trusted(raw) {
+                if let Some(r) = v.room() {
+                    ri.rooms.entry(r.into()).or_default().push((v.id(), pos));
+                }
+            }
+            pos += raw.len() as u64;
+        }
+        ri.scanned_to = pos;
+        pos
+    };
     let Some(list) = ri.rooms.get(room) else {
-        return Vec::new();
+        return (Vec::new(), covered);
     };
     let a = list.partition_point(|e| e.0 < lo);
     let b = list.partition_point(|e| e.0 <= hi);
-    list[a..b.max(a)].to_vec()
+    (list[a..b.max(a)].to_vec(), covered)
 }
 
 impl Shared {
@@ -426,6 +472,19 @@ impl ChannelLog {
             self.pending_idx.extend_from_slice(&e.encode());
             self.last_index_pos = Some(pos);
         }
+        if self.rooms_maintained {
+            if let Some(room) = record::body_room(body) {
+                let mut ri = lock_rooms(self.active.segment());
+                match ri.rooms.get_mut(room) {
+                    Some(list) => list.push((id, pos)),
+                    None => {
+                        ri.rooms.insert(room.into(), vec![(id, pos)]);
+                    }
+                }
+                drop(ri);
+                sidecar::encode_room_entry(&mut self.pending_rooms, id, pos, room);
+            }
+        }
         if let Some(key) = key {
             sidecar::encode_key_entry(&mut self.pending_keys, id, created_at_us, key);
             self.keys.insert(key.into(), (id, created_at_us));
@@ -459,6 +518,16 @@ impl ChannelLog {
                     return Err(self.poison("sync of idempotency keys", e));
                 }
             }
+        }
+        if !self.pending_rooms.is_empty() {
+            if let Err(e) = self
+                .rooms_file
+                .write_all_at(&self.pending_rooms, self.rooms_len)
+            {
+                return Err(self.poison("write of room index", e));
+            }
+            self.rooms_len += self.pending_rooms.len() as u64;
+            self.pending_rooms.clear();
         }
         if !self.pending_idx.is_empty() {
             if let Err(e) = self.idx_file.write_all_at(&self.pending_idx, self.idx_len) {
@@ -589,8 +658,22 @@ impl ChannelLog {
             self.config.segment_size,
             self.fail_allocation,
         )?;
-        let (idx_file, keys_file) = open::create_sidecars(&dir, self.next_id)?;
+        let (idx_file, keys_file, rooms_file) = open::create_sidecars(&dir, self.next_id)?;
         self.flush_sidecars()?;
+        if self.rooms_maintained {
+            let mut marker = Vec::with_capacity(sidecar::ROOM_ENTRY_HEADER_LEN);
+            sidecar::encode_room_entry(&mut marker, self.next_id - 1, self.write_pos, &[]);
+            // The room sidecar is a hint rebuilt by walking the segment when
+            // it is missing or unsealed, so a failed write or sync costs
+            // speed, not correctness: logged, not fatal.
+            if let Err(e) = self
+                .rooms_file
+                .write_all_at(&marker, self.rooms_len)
+                .and_then(|()| self.rooms_file.sync_data())
+            {
+                tracing::warn!(error = %e, "room index sidecar not sealed");
+            }
+        }
         let seal = IndexEntry {
             id: self.next_id - 1,
             created_at_us: self.last_created_at_us,
@@ -632,6 +715,9 @@ impl ChannelLog {
             .push(seg);
         self.idx_file = idx_file;
         self.keys_file = keys_file;
+        self.rooms_file = rooms_file;
+        self.rooms_len = sidecar::SIDECAR_HEADER_LEN as u64;
+        self.rooms_maintained = true;
         self.idx_len = sidecar::SIDECAR_HEADER_LEN as u64;
         self.keys_len = sidecar::SIDECAR_HEADER_LEN as u64;
         self.sidecars_unsynced = false;
@@ -710,7 +796,7 @@ impl ChannelLog {
 }
 
 /// Bytes of the mapping faulted in ahead of the write position.
-const PREFAULT_BYTES: u64 = 512 * 1024;
+const PREFAULT_BYTES: u64 = limits::SEGMENT_PREFAULT_BYTES;
 
 /// A cheap, cloneable, `Send + Sync` read handle on one channel's log.
 #[derive(Debug, Clone)]
@@ -790,7 +876,7 @@ impl LogReader {
             segs.reverse();
         }
         for seg in segs {
-            let mut entries = room_entries(&seg, room, lo, hi);
+            let (mut entries, _) = room_entries(&seg, room, lo, hi);
             if order == Order::NewestFirst {
                 entries.reverse();
             }
@@ -947,7 +1033,7 @@ impl Cursor {
     /// using the room index, or past everything committed when there is none.
     fn jump_to_room(&mut self, room: &[u8]) {
         loop {
-            let entries = room_entries(&self.seg, room, self.next_id, u64::MAX);
+            let (entries, covered) = room_entries(&self.seg, room, self.next_id, u64::MAX);
             if let Some(&(_, pos)) = entries.first() {
                 self.pos = self.pos.max(pos);
                 return;
@@ -958,7 +1044,7 @@ impl Cursor {
                     self.pos = HEADER_LEN;
                 }
                 None => {
-                    self.pos = self.pos.max(lock_rooms(&self.seg).scanned_to);
+                    self.pos = self.pos.max(covered);
                     return;
                 }
             }
@@ -1072,5 +1158,56 @@ impl Cursor {
         }
         self.pos = pos;
         (records, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::storage::record::MessageFields;
+
+    fn room_body(room: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        let fields = MessageFields {
+            room: Some(room),
+            ..MessageFields::default()
+        };
+        record::encode_body(&mut b, &fields, &[5u8; 300]);
+        record::check_body(&mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn sealed_segments_reopened_use_their_room_sidecar_without_walking() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock: SharedClock = ManualClock::new(1_000_000);
+        let cfg = LogConfig {
+            segment_size: limits::SEGMENT_SIZE_MIN,
+            durability: Durability::None,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = ChannelLog::open(dir.path(), cfg.clone(), clock.clone()).unwrap();
+        for i in 0..600 {
+            log.append(Author::None, &room_body(if i % 2 == 0 { "a" } else { "b" }))
+                .unwrap();
+        }
+        log.commit().unwrap();
+        log.close().unwrap();
+        let (log, _) = ChannelLog::open(dir.path(), cfg, clock).unwrap();
+        let segs = log.shared.segments();
+        assert!(segs.len() >= 3);
+        for seg in &segs[..segs.len() - 1] {
+            let (entries, covered) = room_entries(seg, b"a", 0, u64::MAX);
+            assert!(!entries.is_empty());
+            assert_eq!(covered, seg.committed_len());
+            let ri = lock_rooms(seg);
+            assert!(ri.complete, "loaded from the sealed sidecar");
+            assert_eq!(ri.scanned_to, HEADER_LEN, "no walk");
+        }
+        // The recovered active segment is walked.
+        let active = segs.last().unwrap();
+        room_entries(active, b"a", 0, u64::MAX);
+        assert!(!lock_rooms(active).complete);
     }
 }

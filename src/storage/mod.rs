@@ -10,6 +10,22 @@
 //! records below the head the writer publishes with Release ordering.
 //!
 //! CONTRACT (used by `broker`, `client`, `bench`): the items re-exported here.
+//!
+//! Codemap:
+//! * `record` — the record format (sans-IO);
+//! * `recovery` — the pure CRC scan that finds where valid records end;
+//! * `sidecar` — byte layouts of the segment header, `.idx`, `.keys`,
+//!   `.rooms` and `checkpoint` (sans-IO);
+//! * `segment` — segment files and their mapping: the only `unsafe`;
+//! * `log` — the writer, readers, cursors, rotation, retention, durability;
+//!   `log::open` — recovery on open and quarantine;
+//! * `meta` — atomic metadata snapshots.
+//!
+//! Invariants: readers only touch bytes below a segment's committed length,
+//! which the writer publishes with Release after writing them; the writer
+//! only writes at or above it. Segment files are preallocated before they
+//! are mapped and never shrunk while mapped. A failed sync poisons the log.
+//! Formats are specified in `protocol.md`, "On-disk format".
 
 pub mod record;
 pub mod recovery;

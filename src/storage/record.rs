@@ -468,6 +468,18 @@ pub fn body_idempotency_key(body: &[u8]) -> Option<&[u8]> {
     body.get(s..e)
 }
 
+/// The room of a checked body, if it has one (without parsing the body when
+/// its flag is clear).
+pub fn body_room(body: &[u8]) -> Option<&[u8]> {
+    let flags = u16::from_le_bytes([*body.get(2)?, *body.get(3)?]);
+    if flags & FLAG_ROOM == 0 {
+        return None;
+    }
+    let (_, _, _, l) = parse_layout(body).ok()?;
+    let (s, e) = l.room?;
+    body.get(s..e)
+}
+
 /// Bytes of the record built from `body` with `author`.
 pub fn record_len(author: Author, body_len: usize) -> usize {
     BODY_OFFSET + body_len + author.encoded_len()

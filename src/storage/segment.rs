@@ -34,7 +34,14 @@ pub const HEADER_LEN: u64 = 64;
 /// Records of one room inside one segment: `(id, position)`, ascending.
 #[derive(Debug, Default)]
 pub(crate) struct RoomIndex {
-    /// Position up to which the committed records have been indexed.
+    /// True when the writer adds every room record as it appends it (a
+    /// segment written by this process) or the `.rooms` sidecar was loaded
+    /// complete: readers never scan.
+    pub complete: bool,
+    /// True once a reader tried the `.rooms` sidecar.
+    pub sidecar_checked: bool,
+    /// Position up to which readers have indexed the committed records
+    /// (when not `complete`).
     pub scanned_to: u64,
     /// Room name → its records in this segment.
     pub rooms: std::collections::HashMap<Box<[u8]>, Vec<(u64, u64)>>,
@@ -122,6 +129,8 @@ impl Segment {
             newest_created_at_us: AtomicU64::new(0),
             index: RwLock::new(Vec::new()),
             rooms: Mutex::new(RoomIndex {
+                complete: false,
+                sidecar_checked: false,
                 scanned_to: HEADER_LEN,
                 rooms: Default::default(),
             }),
@@ -174,7 +183,9 @@ impl Segment {
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         sync_dir(dir)?;
-        let seg = Arc::new(Segment::map(path, &file, header, HEADER_LEN)?);
+        let seg = Segment::map(path, &file, header, HEADER_LEN)?;
+        seg.rooms.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
+        let seg = Arc::new(seg);
         Ok((seg.clone(), SegmentWriter { seg }))
     }
 

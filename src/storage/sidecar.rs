@@ -13,6 +13,10 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"TWSEG\0\0\0";
 pub const INDEX_MAGIC: [u8; 8] = *b"TWIDX\0\0\0";
 /// Magic of an idempotency-key sidecar.
 pub const KEYS_MAGIC: [u8; 8] = *b"TWKEYS\0\0";
+/// Magic of a room-index sidecar.
+pub const ROOMS_MAGIC: [u8; 8] = *b"TWROOMS\0";
+/// Bytes of a room entry before the room.
+pub const ROOM_ENTRY_HEADER_LEN: usize = 21;
 /// Magic of the checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"TWCKPT\0\0";
 /// Version of every storage format in this module.
@@ -299,6 +303,71 @@ pub fn decode_keys(buf: &[u8]) -> Vec<KeyEntry> {
         pos = end;
     }
     out
+}
+
+/// Appends a room entry to `out`: crc(4) of the rest, id(8), pos(8),
+/// room_len(1), room. A `room_len` of 0 is the seal marker: `id` is the
+/// segment's last id and `pos` the end of its records.
+pub fn encode_room_entry(out: &mut Vec<u8>, id: u64, pos: u64, room: &[u8]) {
+    let room_len = u8::try_from(room.len()).expect("rooms are checked against their limit");
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&pos.to_le_bytes());
+    out.push(room_len);
+    out.extend_from_slice(room);
+    let crc_start = start.checked_add(4).expect("vector length fits");
+    let crc = crc32fast::hash(out.get(crc_start..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start..crc_start) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// A `.rooms` file's entries `(room, id, pos)`, and its seal marker
+/// `(last_id, end)` when the file is complete. `None` for a bad header.
+pub type RoomsFile = (Vec<(Vec<u8>, u64, u64)>, Option<(u64, u64)>);
+
+/// Decodes a `.rooms` file up to its first invalid entry or its seal marker.
+pub fn decode_rooms(buf: &[u8]) -> Option<RoomsFile> {
+    if !check_sidecar_header(buf, ROOMS_MAGIC) {
+        return None;
+    }
+    let mut entries = Vec::new();
+    let mut pos = SIDECAR_HEADER_LEN;
+    while let Some(head) = buf.get(pos..).and_then(|b| b.get(..ROOM_ENTRY_HEADER_LEN)) {
+        let room_len = usize::from(head.get(20).copied().unwrap_or(0));
+        if room_len > crate::limits::ROOM_LEN_MAX {
+            break;
+        }
+        let Some(end) = pos
+            .checked_add(ROOM_ENTRY_HEADER_LEN)
+            .and_then(|p| p.checked_add(room_len))
+        else {
+            break;
+        };
+        let Some(entry) = buf.get(pos..end) else {
+            break;
+        };
+        let (Some(crc), Some(rest)) = (u32_at(entry, 0), entry.get(4..)) else {
+            break;
+        };
+        if crc32fast::hash(rest) != crc {
+            break;
+        }
+        let (Some(id), Some(at), Some(room)) = (
+            u64_at(entry, 4),
+            u64_at(entry, 12),
+            entry.get(ROOM_ENTRY_HEADER_LEN..),
+        ) else {
+            break;
+        };
+        if room.is_empty() {
+            return Some((entries, Some((id, at))));
+        }
+        entries.push((room.to_vec(), id, at));
+        pos = end;
+    }
+    Some((entries, None))
 }
 
 /// The synced watermark of a log: everything in segment `segment_first_id`

@@ -37,11 +37,15 @@ fn create_with_header(path: &Path, magic: [u8; 8]) -> io::Result<File> {
     Ok(f)
 }
 
-/// Creates the empty `.idx` and `.keys` sidecars of a new segment.
-pub(super) fn create_sidecars(dir: &Path, first_id: u64) -> Result<(File, File), StorageError> {
+/// Creates the empty `.idx`, `.keys` and `.rooms` sidecars of a new segment.
+pub(super) fn create_sidecars(
+    dir: &Path,
+    first_id: u64,
+) -> Result<(File, File, File), StorageError> {
     let idx = create_with_header(&side_path(dir, first_id, "idx"), sidecar::INDEX_MAGIC)?;
     let keys = create_with_header(&side_path(dir, first_id, "keys"), sidecar::KEYS_MAGIC)?;
-    Ok((idx, keys))
+    let rooms = create_with_header(&side_path(dir, first_id, "rooms"), sidecar::ROOMS_MAGIC)?;
+    Ok((idx, keys, rooms))
 }
 
 /// Replaces a sidecar atomically (temporary file, sync, rename) and returns
@@ -64,7 +68,7 @@ fn rewrite_sidecar(path: &Path, bytes: &[u8]) -> Result<(File, u64), StorageErro
 
 /// Removes a segment and its sidecars (missing files are fine).
 pub(super) fn remove_segment_files(dir: &Path, first_id: u64) -> Result<(), StorageError> {
-    for ext in ["seg", "idx", "keys"] {
+    for ext in ["seg", "idx", "keys", "rooms"] {
         match fs::remove_file(side_path(dir, first_id, ext)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -79,7 +83,7 @@ fn quarantine(dir: &Path, first_id: u64, now_us: u64, why: &str) -> Result<PathB
     let qdir = dir.join(QUARANTINE_DIR);
     fs::create_dir_all(&qdir)?;
     let mut seg_dest = PathBuf::new();
-    for ext in ["seg", "idx", "keys"] {
+    for ext in ["seg", "idx", "keys", "rooms"] {
         let from = side_path(dir, first_id, ext);
         let to = qdir.join(format!("{first_id:020}.{ext}.{now_us}"));
         match fs::rename(&from, &to) {
@@ -228,6 +232,57 @@ fn index_builder(
     }
 }
 
+/// The last index point that still names a valid record: the scan start
+/// (relative to the data region) and how many points to keep.
+fn resume_point(points: &[IndexEntry], data: &[u8]) -> (usize, usize) {
+    for (i, p) in points.iter().enumerate().rev() {
+        let Some(rel) = p.pos.checked_sub(HEADER_LEN) else {
+            continue;
+        };
+        let Some(at) = usize::try_from(rel).ok().and_then(|r| data.get(r..)) else {
+            continue;
+        };
+        if let Ok(Some((v, _))) = RecordView::decode(at) {
+            if v.id() == p.id {
+                return (rel as usize, i + 1);
+            }
+        }
+    }
+    (0, 0)
+}
+
+/// Idempotency keys found by a scan: `(key, id, created_at)`.
+type ScannedKeys = Vec<(Vec<u8>, u64, u64)>;
+
+/// Rewrites the active segment's `.keys`: the entries on file below the
+/// scan start (and not past the last valid id), then the keys the scan found
+/// (`scanned`: the scan's first id and its keys). Loads the retained ones.
+fn rewrite_active_keys(
+    dir: &Path,
+    first: u64,
+    last_id: u64,
+    scanned: Option<(u64, ScannedKeys)>,
+    cutoff: u64,
+    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
+) -> Result<(File, u64), StorageError> {
+    let (scanned_from, scan_keys) = scanned.unwrap_or((u64::MAX, Vec::new()));
+    let mut all_keys: ScannedKeys =
+        sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?)
+            .into_iter()
+            .filter(|k| k.id >= first && k.id < scanned_from && k.id <= last_id)
+            .map(|k| (k.key, k.id, k.created_at_us))
+            .collect();
+    all_keys.extend(scan_keys);
+    let mut keys_bytes = sidecar::sidecar_header(sidecar::KEYS_MAGIC).to_vec();
+    for (k, id, at) in all_keys {
+        sidecar::encode_key_entry(&mut keys_bytes, id, at, &k);
+        if at >= cutoff {
+            keys.insert(k.into(), (id, at));
+        }
+    }
+    rewrite_sidecar(&side_path(dir, first, "keys"), &keys_bytes)
+}
+
 /// The recovered active segment.
 struct Active {
     writer: SegmentWriter,
@@ -235,6 +290,8 @@ struct Active {
     idx_len: u64,
     keys_file: File,
     keys_len: u64,
+    rooms_file: File,
+    rooms_maintained: bool,
     write_pos: u64,
     last_id: u64,
     last_created_at_us: u64,
@@ -261,28 +318,13 @@ fn recover_active(
         .copied()
         .collect();
     let mut rebuilt = idx.damaged;
-    let size = seg.size;
-    let data = w.unpublished(HEADER_LEN, size);
-    let mut start = 0usize;
-    let mut valid = 0usize;
-    for (i, p) in points.iter().enumerate().rev() {
-        if p.pos < HEADER_LEN || p.pos >= size {
-            continue;
-        }
-        let rel = (p.pos - HEADER_LEN) as usize;
-        if let Ok(Some((v, _))) = RecordView::decode(&data[rel..]) {
-            if v.id() == p.id {
-                start = rel;
-                valid = i + 1;
-                break;
-            }
-        }
-    }
+    let data = w.unpublished(HEADER_LEN, seg.size);
+    let (start, valid) = resume_point(&points, data);
     if valid < points.len() {
         rebuilt = true;
         points.truncate(valid);
     }
-    let mut scan_keys: Vec<(Vec<u8>, u64, u64)> = Vec::new();
+    let mut scan_keys: ScannedKeys = Vec::new();
     let mut add_point = index_builder(&mut points, None);
     let r = recovery::scan_with(data, start, &mut |off, v| {
         add_point(off, v);
@@ -316,22 +358,8 @@ fn recover_active(
         tracing::warn!(segment = first, at = end, bytes = extent_abs - end, stop = ?r.stop, "torn tail cut");
     }
     let last_id = r.last_id.unwrap_or(first - 1);
-    let scanned_from = r.first_id.unwrap_or(u64::MAX);
-    let mut all_keys: Vec<(Vec<u8>, u64, u64)> =
-        sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?)
-            .into_iter()
-            .filter(|k| k.id >= first && k.id < scanned_from && k.id <= last_id)
-            .map(|k| (k.key, k.id, k.created_at_us))
-            .collect();
-    all_keys.extend(scan_keys);
-    let mut keys_bytes = sidecar::sidecar_header(sidecar::KEYS_MAGIC).to_vec();
-    for (k, id, at) in all_keys {
-        sidecar::encode_key_entry(&mut keys_bytes, id, at, &k);
-        if at >= cutoff {
-            keys.insert(k.into(), (id, at));
-        }
-    }
-    let (keys_file, keys_len) = rewrite_sidecar(&side_path(dir, first, "keys"), &keys_bytes)?;
+    let scanned = r.first_id.map(|f| (f, scan_keys));
+    let (keys_file, keys_len) = rewrite_active_keys(dir, first, last_id, scanned, cutoff, keys)?;
     let mut idx_bytes = sidecar::sidecar_header(sidecar::INDEX_MAGIC).to_vec();
     for p in &points {
         idx_bytes.extend_from_slice(&p.encode());
@@ -339,6 +367,15 @@ fn recover_active(
     let (idx_file, idx_len) = rewrite_sidecar(&side_path(dir, first, "idx"), &idx_bytes)?;
     if rebuilt && r.records > 0 {
         report.rebuilt_indexes += 1;
+    }
+    // Room entries from before the crash are not trusted (some may be
+    // missing, some may name cut records): the sidecar restarts empty and is
+    // never sealed, and readers index this segment themselves. An empty
+    // segment is maintained by the writer from its first record.
+    let rooms_file = create_with_header(&side_path(dir, first, "rooms"), sidecar::ROOMS_MAGIC)?;
+    let rooms_maintained = end == HEADER_LEN;
+    if rooms_maintained {
+        seg.rooms.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
     }
     w.set_verified_from(HEADER_LEN + start as u64);
     let last_index_pos = points.last().map(|p| p.pos);
@@ -349,6 +386,8 @@ fn recover_active(
         idx_len,
         keys_file,
         keys_len,
+        rooms_file,
+        rooms_maintained,
         write_pos: end,
         last_id,
         last_created_at_us: r.last_created_at_us,
@@ -358,13 +397,15 @@ fn recover_active(
 
 fn new_active(dir: &Path, first: u64, now: u64, size: u64) -> Result<Active, StorageError> {
     let (_, writer) = Segment::create(dir, first, now, size, false)?;
-    let (idx_file, keys_file) = create_sidecars(dir, first)?;
+    let (idx_file, keys_file, rooms_file) = create_sidecars(dir, first)?;
     Ok(Active {
         writer,
         idx_file,
         idx_len: sidecar::SIDECAR_HEADER_LEN as u64,
         keys_file,
         keys_len: sidecar::SIDECAR_HEADER_LEN as u64,
+        rooms_file,
+        rooms_maintained: true,
         write_pos: HEADER_LEN,
         last_id: first - 1,
         last_created_at_us: 0,
@@ -390,6 +431,60 @@ fn seal_active(a: Active) -> Result<Arc<Segment>, StorageError> {
     Ok(seg)
 }
 
+/// Opens every sealed segment (quarantining damaged ones); returns them with
+/// the id after their last record and their newest `created_at`.
+fn open_sealed_segments(
+    dir: &Path,
+    firsts: &[u64],
+    now: u64,
+    cutoff: u64,
+    report: &mut OpenReport,
+    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
+) -> Result<(Vec<Arc<Segment>>, u64, u64), StorageError> {
+    let mut segments = Vec::new();
+    let mut next_id = 1;
+    let mut last_created_at_us = 0;
+    for &first in firsts {
+        match open_sealed(dir, first, report, cutoff, keys) {
+            Ok(seg) => {
+                next_id = next_id.max(seg.last_id() + 1);
+                last_created_at_us = last_created_at_us.max(seg.newest_created_at_us());
+                segments.push(seg);
+            }
+            Err(StorageError::Corruption(why)) => {
+                report.quarantined.push(quarantine(dir, first, now, &why)?);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((segments, next_id, last_created_at_us))
+}
+
+/// The segment appends go to: the recovered active one when its ids follow
+/// everything known, otherwise a new one at `next_id` (the recovered one,
+/// if it holds records, is sealed; if empty, removed).
+fn settle_active(
+    dir: &Path,
+    recovered: Option<Active>,
+    segments: &mut Vec<Arc<Segment>>,
+    next_id: u64,
+    now: u64,
+    size: u64,
+) -> Result<Active, StorageError> {
+    match recovered {
+        Some(a) if a.last_id + 1 >= next_id => Ok(a),
+        Some(a) => {
+            if a.write_pos == HEADER_LEN {
+                remove_segment_files(dir, a.writer.segment().first_id)?;
+            } else {
+                segments.push(seal_active(a)?);
+            }
+            new_active(dir, next_id, now, size)
+        }
+        None => new_active(dir, next_id, now, size),
+    }
+}
+
 pub(super) fn open(
     dir: &Path,
     config: LogConfig,
@@ -407,23 +502,10 @@ pub(super) fn open(
     let checkpoint = Checkpoint::decode(&read_optional(&dir.join(CHECKPOINT_FILE))?);
     let mut report = OpenReport::default();
     let mut keys = HashMap::new();
-    let mut segments = Vec::new();
-    let mut next_id = checkpoint.map_or(1, |cp| cp.synced_id.saturating_add(1));
-    let mut last_created_at_us = 0;
     let active_first = firsts.pop();
-    for first in firsts {
-        match open_sealed(dir, first, &mut report, cutoff, &mut keys) {
-            Ok(seg) => {
-                next_id = next_id.max(seg.last_id() + 1);
-                last_created_at_us = last_created_at_us.max(seg.newest_created_at_us());
-                segments.push(seg);
-            }
-            Err(StorageError::Corruption(why)) => {
-                report.quarantined.push(quarantine(dir, first, now, &why)?);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let (mut segments, next_id, mut last_created_at_us) =
+        open_sealed_segments(dir, &firsts, now, cutoff, &mut report, &mut keys)?;
+    let next_id = next_id.max(checkpoint.map_or(1, |cp| cp.synced_id.saturating_add(1)));
     let recovered = match active_first {
         Some(first) => {
             match recover_active(dir, first, checkpoint, cutoff, &mut report, &mut keys) {
@@ -437,19 +519,15 @@ pub(super) fn open(
         }
         None => None,
     };
-    let active = match recovered {
-        Some(a) if a.last_id + 1 >= next_id => a,
-        Some(a) => {
-            if a.write_pos == HEADER_LEN {
-                remove_segment_files(dir, a.writer.segment().first_id)?;
-            } else {
-                segments.push(seal_active(a)?);
-            }
-            new_active(dir, next_id, now, config.segment_size)?
-        }
-        None => new_active(dir, next_id, now, config.segment_size)?,
-    };
-    next_id = active.last_id + 1;
+    let active = settle_active(
+        dir,
+        recovered,
+        &mut segments,
+        next_id,
+        now,
+        config.segment_size,
+    )?;
+    let next_id = active.last_id + 1;
     last_created_at_us = last_created_at_us.max(active.last_created_at_us);
     let seg = active.writer.segment().clone();
     active
@@ -489,9 +567,13 @@ pub(super) fn open(
         idx_len: active.idx_len,
         keys_file: active.keys_file,
         keys_len: active.keys_len,
+        rooms_file: active.rooms_file,
+        rooms_len: sidecar::SIDECAR_HEADER_LEN as u64,
+        rooms_maintained: active.rooms_maintained,
         checkpoint_file,
         pending_idx: Vec::with_capacity(4096),
         pending_keys: Vec::with_capacity(4096),
+        pending_rooms: Vec::with_capacity(4096),
         sidecars_unsynced: false,
         to_seal: Vec::new(),
         unsynced_sealed: Vec::new(),
