@@ -638,7 +638,8 @@ fn sigterm_appends_what_was_acknowledged_exits_0_and_a_restart_continues_ids() {
     let mut c = connect(&addr);
     create(&mut c, "term");
     for _ in 0..100 {
-        c.publish("term", &OutgoingMessage::new(b"m"), AckMode::Append).unwrap();
+        c.publish("term", &OutgoingMessage::new(b"m"), AckMode::Append)
+            .unwrap();
     }
     // SAFETY: kill(2) with a pid this test started and a valid signal number.
     #[allow(unsafe_code)]
@@ -648,7 +649,11 @@ fn sigterm_appends_what_was_acknowledged_exits_0_and_a_restart_continues_ids() {
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     let (mut child, addr) = spawn_server_process(dir.path(), "batch");
     let mut c = connect(&addr);
-    assert_eq!(c.publish("term", &OutgoingMessage::new(b"n"), AckMode::Append).unwrap(), 101);
+    assert_eq!(
+        c.publish("term", &OutgoingMessage::new(b"n"), AckMode::Append)
+            .unwrap(),
+        101
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -209,7 +209,11 @@ impl WireError {
 
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} ({}): {}", self.code, self.code as u16, self.message)
+        write!(
+            f,
+            "{:?} ({}): {}",
+            self.code, self.code as u16, self.message
+        )
     }
 }
 
