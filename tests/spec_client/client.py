@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""A tidewire client written from protocol.md alone (standard library only).
+
+Run by tests/spec_client.rs against a real server: it performs the handshake,
+creates a channel, subscribes from the earliest message, publishes a batch
+with acknowledgements, reads the pushed records (checking every CRC), reads a
+history page and triggers an error, then prints one line per check.
+"""
+import json
+import socket
+import struct
+import sys
+import zlib
+
+OP_HELLO, OP_AUTH, OP_PING = 0x01, 0x02, 0x03
+OP_PUBLISH, OP_SUBSCRIBE, OP_HISTORY = 0x10, 0x20, 0x30
+OP_CHANNEL_CREATE = 0x40
+OP_HELLO_OK, OP_AUTH_OK, OP_PONG = 0x81, 0x82, 0x83
+OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
+OP_CHANNEL, OP_DELIVER, OP_ERROR = 0xC0, 0xE0, 0xFF
+FLAG_ROOM = 1 << 3
+
+
+def s16(text):
+    raw = text.encode()
+    return struct.pack("<H", len(raw)) + raw
+
+
+class Conn:
+    def __init__(self, addr):
+        host, port = addr.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.next_id = 1
+        self.pushes = []
+
+    def send(self, opcode, body):
+        rid = self.next_id
+        self.next_id += 1
+        self.sock.sendall(struct.pack("<IBBHI", 8 + len(body), opcode, 0, 0, rid) + body)
+        return rid
+
+    def read_exact(self, n):
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise EOFError("server closed the connection")
+            out += chunk
+        return out
+
+    def read_frame(self):
+        (length,) = struct.unpack("<I", self.read_exact(4))
+        rest = self.read_exact(length)
+        opcode, flags, reserved, rid = struct.unpack("<BBHI", rest[:8])
+        assert flags == 0 and reserved == 0
+        return opcode, rid, rest[8:]
+
+    def reply(self, rid):
+        """The response to request `rid`; pushes seen meanwhile are kept."""
+        while True:
+            opcode, got, body = self.read_frame()
+            if got == 0:
+                self.pushes.append((opcode, body))
+                continue
+            assert got == rid, (got, rid)
+            if opcode == OP_ERROR:
+                code, n = struct.unpack("<HH", body[:4])
+                return opcode, {"code": code, "message": body[4 : 4 + n].decode()}
+            return opcode, body
+
+
+def records(buf, count):
+    """Walks `count` records, checking each CRC (CRC-32 of bytes [8, 8+len))."""
+    out, pos = [], 0
+    for _ in range(count):
+        length, crc = struct.unpack("<II", buf[pos : pos + 8])
+        rec = buf[pos : pos + 8 + length]
+        assert zlib.crc32(rec[8:]) == crc, "record CRC"
+        rid, created, action, ctype, flags = struct.unpack("<QQBBH", rec[8:28])
+        off = 28
+        for bit in (0, 1, 2):  # author fields, u64 each
+            if flags & (1 << bit):
+                off += 8
+        room = None
+        if flags & FLAG_ROOM:
+            n = rec[off]
+            room = rec[off + 1 : off + 1 + n].decode()
+            off += 1 + n
+        assert flags & ~0x0F == 0, "this client only sends author and room fields"
+        out.append({"id": rid, "room": room, "payload": rec[off:]})
+        pos += 8 + length
+    assert pos == len(buf)
+    return out
+
+
+def main(addr, key):
+    c = Conn(addr)
+    op, body = c.reply(c.send(OP_HELLO, struct.pack("<HH", 1, 1) + s16("spec-client.py")))
+    assert op == OP_HELLO_OK and struct.unpack("<H", body[:2])[0] == 1
+    print("hello ok")
+    op, body = c.reply(c.send(OP_AUTH, s16(key) + s16("")))
+    assert op == OP_AUTH_OK, body
+    print("auth ok kind=%d" % body[0])
+    op, body = c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "py"}).encode()))
+    assert op == OP_CHANNEL and json.loads(body)["name"] == "py"
+    print("channel ok")
+    sub = struct.pack("<I", 7) + s16("py") + s16("") + struct.pack("<BQ", 2, 0)
+    op, body = c.reply(c.send(OP_SUBSCRIBE, sub))
+    assert op == OP_SUBSCRIBED and struct.unpack("<I", body[:4])[0] == 7
+    print("subscribed ok")
+    msgs = b""
+    for i in range(3):
+        room = b"Lobby"
+        mbody = struct.pack("<BBH", 0, 2, FLAG_ROOM) + bytes([len(room)]) + room + b"msg %d" % i
+        msgs += struct.pack("<I", len(mbody)) + mbody
+    op, body = c.reply(c.send(OP_PUBLISH, s16("py") + struct.pack("<BI", 1, 3) + msgs))
+    assert op == OP_PUBLISH_ACK, body
+    count, first_id, dups = struct.unpack("<IQI", body[:16])
+    assert (count, first_id, dups) == (3, 1, 0), (count, first_id, dups)
+    print("publish ack first_id=%d" % first_id)
+    got = []
+    while len(got) < 3:
+        if not c.pushes:
+            c.pushes.append(c.read_frame()[::2])
+        opcode, body = c.pushes.pop(0)
+        assert opcode == OP_DELIVER, opcode
+        sub_id, n = struct.unpack("<II", body[:8])
+        assert sub_id == 7
+        got += records(body[8:], n)
+    assert [r["id"] for r in got] == [1, 2, 3]
+    assert all(r["room"] == "lobby" for r in got)
+    assert got[2]["payload"] == b"msg 2"
+    print("deliver ok")
+    hist = s16("py") + s16("") + struct.pack("<BQQI", 0, 0, 0, 2)
+    op, body = c.reply(c.send(OP_HISTORY, hist))
+    assert op == OP_HISTORY_PAGE
+    page = records(body[4:], struct.unpack("<I", body[:4])[0])
+    assert [r["id"] for r in page] == [3, 2], page
+    print("history ok")
+    op, err = c.reply(c.send(OP_PUBLISH, s16("missing") + struct.pack("<BI", 1, 1) + msgs[: 4 + 4 + 6 + 5]))
+    assert op == OP_ERROR and err["code"] == 20, err
+    op, body = c.reply(c.send(OP_PING, b"still"))
+    assert op == OP_PONG and body == b"still"
+    print("errors ok")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
