@@ -137,6 +137,7 @@ pub struct Writer {
     touched: Vec<u64>,
     outbox: Vec<Vec<Completion>>,
     last_maintenance: Instant,
+    batch_now_us: u64,
 }
 
 impl Writer {
@@ -156,6 +157,7 @@ impl Writer {
             touched: Vec::new(),
             outbox: (0..threads).map(|_| Vec::new()).collect(),
             last_maintenance: Instant::now(),
+            batch_now_us: 0,
         }
     }
 
@@ -209,6 +211,9 @@ impl Writer {
     }
 
     fn process_batch(&mut self) {
+        // One clock read per batch: every record of a batch gets this time
+        // (the log keeps `created_at` non-decreasing).
+        self.batch_now_us = self.broker.clock().now_us();
         let mut batch = std::mem::take(&mut self.batch);
         for msg in batch.drain(..) {
             match msg {
@@ -243,7 +248,7 @@ impl Writer {
             });
             return;
         };
-        let result = append_all(log, &req);
+        let result = append_all(log, &req, self.batch_now_us);
         if !self.touched.contains(&req.channel_id) {
             self.touched.push(req.channel_id);
         }
@@ -354,10 +359,7 @@ impl Writer {
 }
 
 /// Appends every message of `req`; returns the first new id and duplicates.
-fn append_all(
-    log: &mut ChannelLog,
-    req: &PublishReq,
-) -> Result<(u64, Vec<(u32, u64)>), StorageError> {
+fn append_all(log: &mut ChannelLog, req: &PublishReq, now_us: u64) -> Result<Stored, StorageError> {
     let mut first_id = 0u64;
     let mut duplicates = Vec::new();
     let mut rest: &[u8] = &req.data;
@@ -370,7 +372,7 @@ fn append_all(
             .split_at_checked(len)
             .ok_or(StorageError::Invalid("short publish data"))?;
         rest = tail;
-        match log.append(req.author, body)? {
+        match log.append_at(req.author, body, now_us)? {
             AppendOutcome::Appended(id) => {
                 if first_id == 0 {
                     first_id = id;

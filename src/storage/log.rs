@@ -423,6 +423,21 @@ impl ChannelLog {
     /// `StorageFull` when a new segment cannot be allocated, `Poisoned` after a
     /// failed sync, `Invalid` for a record too large for a segment.
     pub fn append(&mut self, author: Author, body: &[u8]) -> Result<AppendOutcome, StorageError> {
+        let now = self.shared.clock.now_us();
+        self.append_at(author, body, now)
+    }
+
+    /// [`append`](Self::append) with the current time read by the caller: a
+    /// writer appending a batch reads the clock once for all of it.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn append_at(
+        &mut self,
+        author: Author,
+        body: &[u8],
+        now: u64,
+    ) -> Result<AppendOutcome, StorageError> {
         self.check_poisoned()?;
         if body.len() < record::BODY_HEADER_LEN {
             return Err(StorageError::Invalid("body shorter than its header"));
@@ -431,7 +446,6 @@ impl ChannelLog {
         if len > self.config.segment_size - HEADER_LEN || len as usize > record::RECORD_LEN_MAX {
             return Err(StorageError::Invalid("record larger than a segment"));
         }
-        let now = self.shared.clock.now_us();
         let created_at_us = now.max(self.last_created_at_us);
         let key = record::body_idempotency_key(body);
         if let Some(key) = key {
