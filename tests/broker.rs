@@ -200,7 +200,32 @@ fn a_graceful_restart_keeps_messages_and_continues_ids() {
     );
 }
 
-fn spawn_server_process(dir: &std::path::Path, durability: &str) -> (Child, String) {
+/// A server process that is killed when the test ends, even when it fails.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // The process may have exited already; either way it is reaped here.
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn_server_process(dir: &std::path::Path, durability: &str) -> (ServerProcess, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidewire"))
         .args([
             "serve",
@@ -229,7 +254,7 @@ fn spawn_server_process(dir: &std::path::Path, durability: &str) -> (Child, Stri
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (ServerProcess(child), addr)
 }
 
 #[test]
