@@ -14,7 +14,5 @@ pub mod limits;
 pub mod net;
 pub mod server;
 pub mod storage;
-mod util;
+pub mod time;
 pub mod wire;
-
-pub use util::format_time_us;

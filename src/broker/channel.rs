@@ -297,8 +297,8 @@ impl Channel {
             "other_permissions": s.other_permissions.name(),
             "custom_publish": s.custom_publish,
             "retention_secs": s.retention_us.map(|us| us / 1_000_000),
-            "created_at": crate::util::format_time_us(s.created_at_us),
-            "updated_at": crate::util::format_time_us(s.updated_at_us),
+            "created_at": crate::time::format_rfc3339_us(s.created_at_us),
+            "updated_at": crate::time::format_rfc3339_us(s.updated_at_us),
             "head_id": self.reader.head_id(),
             "oldest_id": self.reader.oldest_id(),
         })

@@ -4,9 +4,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::client::error::ClientError;
-use crate::client::time::format_rfc3339_us;
 use crate::limits;
 use crate::storage::record::{self, Action, Author, ContentType, MessageFields, RecordView};
+use crate::time::format_rfc3339_us;
 
 /// One message, owned, decoded from a record (delivery, history or fetch).
 #[derive(Debug, Clone, PartialEq, Eq)]

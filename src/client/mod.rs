@@ -28,7 +28,7 @@
 
 mod error;
 mod message;
-pub mod time;
+pub use crate::time;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

@@ -1,4 +1,6 @@
-//! RFC 3339 timestamps for message times, without a date library.
+//! RFC 3339 timestamps (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) for message and
+//! channel times, shared by the server's JSON and the client, without a date
+//! library.
 //!
 //! The civil-date conversions are Howard Hinnant's `days_from_civil` /
 //! `civil_from_days` algorithms on the proleptic Gregorian calendar.
