@@ -52,6 +52,84 @@ enum Command {
     Channel(ChannelCommand),
     /// Measure a round trip to the server.
     Ping(ConnArgs),
+    /// Generate load and report throughput and latency (see benches/README.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BenchMode {
+    /// Publish-only throughput into the log.
+    Pub,
+    /// Publishers to subscribers: delivered throughput and latency.
+    Fanout,
+    /// Publish→deliver latency at a fixed rate.
+    Lat,
+    /// Pipelined acknowledged publishes: throughput and ack latency.
+    Ack,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "fanout")]
+    mode: BenchMode,
+    /// Server address (ignored with --embedded).
+    #[arg(long, env = "TIDEWIRE_SERVER", default_value = config::LISTEN_DEFAULT, value_name = "ADDR")]
+    server: String,
+    /// Admin key (ignored with --embedded).
+    #[arg(
+        long,
+        env = "TIDEWIRE_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        default_value = ""
+    )]
+    key: String,
+    /// Start a server in this process on a temporary directory.
+    #[arg(long)]
+    embedded: bool,
+    /// Durability of the embedded server: none, batch or interval:MS.
+    #[arg(long, default_value = "batch", value_name = "POLICY")]
+    durability: String,
+    /// io threads of the embedded server.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    io_threads: usize,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pubs: usize,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    subs: usize,
+    /// Channels to spread publishers and subscribers over.
+    #[arg(long, default_value_t = 1, value_name = "C")]
+    channels: usize,
+    /// Payload bytes per message (at least 8).
+    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    size: usize,
+    /// Messages to publish in all.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    count: u64,
+    /// Messages per publish frame.
+    #[arg(long, default_value_t = 64, value_name = "K")]
+    batch: usize,
+    /// Publish rate of the `lat` mode, messages per second.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    rate: u64,
+    /// Acknowledgement mode of the publishes.
+    #[arg(long, value_enum, default_value = "none")]
+    ack: AckArg,
+    /// Publish frames in flight before the `ack` mode waits for one.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    window: usize,
+    /// Messages published to a scratch channel before measuring.
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    warmup: u64,
+    /// Hard limit on the measured phase, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    max_secs: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -390,6 +468,7 @@ fn run(command: Command) -> Result<(), Failure> {
             print_message(&mut io::stdout().lock(), &m, a.conn.json)
         }
         Command::Channel(cmd) => channel(cmd),
+        Command::Bench(a) => bench(a),
         Command::Ping(conn) => {
             let mut c = connect(&conn)?;
             let rtt = c.ping()?;
@@ -773,4 +852,44 @@ mod tests {
         let err = Cli::try_parse_from(["tidewire", "ping"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
+}
+
+fn bench(a: BenchArgs) -> Result<(), Failure> {
+    if !a.embedded && a.key.is_empty() {
+        return Err(usage(
+            "bench needs --key (or TIDEWIRE_KEY) unless --embedded",
+        ));
+    }
+    let durability = config::parse_durability(&a.durability).map_err(usage)?;
+    let cfg = tidewire::bench::BenchConfig {
+        mode: match a.mode {
+            BenchMode::Pub => tidewire::bench::Mode::Pub,
+            BenchMode::Fanout => tidewire::bench::Mode::Fanout,
+            BenchMode::Lat => tidewire::bench::Mode::Lat,
+            BenchMode::Ack => tidewire::bench::Mode::Ack,
+        },
+        server: a.server,
+        key: a.key,
+        embedded: a.embedded,
+        durability,
+        io_threads: a.io_threads,
+        pubs: a.pubs,
+        subs: a.subs,
+        channels: a.channels,
+        size: a.size,
+        count: a.count,
+        batch: if matches!(a.mode, BenchMode::Lat) {
+            1
+        } else {
+            a.batch
+        },
+        rate: a.rate,
+        ack: a.ack.into(),
+        window: a.window,
+        warmup: a.warmup,
+        max_secs: a.max_secs,
+        json: a.json,
+    };
+    tidewire::bench::run(&cfg).map_err(|e| Failure::Serve(e.to_string()))?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 
 pub use channel::{Channel, ChannelKind, ChannelSettings, Permission};
-pub use keys::{Identity, KeyStore};
+pub use keys::{generate_key, Identity, KeyStore};
 
 use crate::clock::SharedClock;
 use crate::limits;

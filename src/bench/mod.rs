@@ -1,0 +1,665 @@
+//! `tidewire bench`: a load generator in the manner of `nats bench`.
+//!
+//! Modes: `pub` (publish-only throughput into the log), `fanout` (N publishers
+//! to M subscribers over C channels), `lat` (publish→deliver latency at a fixed
+//! rate, corrected for coordinated omission) and `ack` (pipelined publishes
+//! with acknowledgements, with ack latency). Every run is bounded in message
+//! count and in time. It speaks to the server through the Rust client only;
+//! `--embedded` starts a server in-process on a temporary directory.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::client::{Client, ClientError, OutgoingMessage, RawNext};
+use crate::config::ServerConfig;
+use crate::storage::record::RecordView;
+use crate::storage::Durability;
+use crate::wire::{AckMode, Start};
+
+/// Any error that ends a benchmark run.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Publish-only throughput (no subscribers).
+    Pub,
+    /// Publishers and subscribers: delivered throughput and latency.
+    Fanout,
+    /// Latency at a fixed publish rate.
+    Lat,
+    /// Pipelined acknowledged publishes: throughput and ack latency.
+    Ack,
+}
+
+/// A benchmark run's settings.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// What to measure.
+    pub mode: Mode,
+    /// Server address (ignored with `embedded`).
+    pub server: String,
+    /// Admin key (ignored with `embedded`).
+    pub key: String,
+    /// Start a server in-process on a temporary directory.
+    pub embedded: bool,
+    /// Durability of the embedded server.
+    pub durability: Durability,
+    /// io threads of the embedded server.
+    pub io_threads: usize,
+    /// Publisher connections.
+    pub pubs: usize,
+    /// Subscriber connections.
+    pub subs: usize,
+    /// Channels the publishers and subscribers spread over.
+    pub channels: usize,
+    /// Payload bytes per message (at least 16: two timestamps lead it).
+    pub size: usize,
+    /// Messages to publish in all.
+    pub count: u64,
+    /// Messages per publish frame.
+    pub batch: usize,
+    /// Publish rate for `lat` (messages per second).
+    pub rate: u64,
+    /// Acknowledgement mode of the publishes.
+    pub ack: AckMode,
+    /// Publish frames in flight before waiting for an ack (`ack` mode).
+    pub window: usize,
+    /// Messages published before measuring (to a separate channel).
+    pub warmup: u64,
+    /// Hard limit on the measured phase.
+    pub max_secs: u64,
+    /// Print one JSON object instead of text.
+    pub json: bool,
+}
+
+/// Nanoseconds since the run's base instant, for payload timestamps.
+fn now_ns(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records `ns`; a value over the histogram's range (a minute, past every
+/// deadline) is the only error and cannot occur in a bounded run.
+fn record(h: &mut Histogram<u64>, ns: u64) {
+    if h.record(ns.max(1)).is_err() {
+        tracing::debug!(ns, "latency sample out of range");
+    }
+}
+
+/// Latency percentiles in microseconds.
+fn percentiles(h: &Histogram<u64>) -> Value {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    json!({
+        "samples": h.len(),
+        "p50_us": us(h.value_at_quantile(0.50)),
+        "p90_us": us(h.value_at_quantile(0.90)),
+        "p99_us": us(h.value_at_quantile(0.99)),
+        "p999_us": us(h.value_at_quantile(0.999)),
+        "max_us": us(h.max()),
+    })
+}
+
+/// A payload that leads with the intended and the actual send time (ns).
+fn payload_with_time(size: usize, intended_ns: u64, actual_ns: u64, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&intended_ns.to_le_bytes());
+    buf.extend_from_slice(&actual_ns.to_le_bytes());
+    buf.resize(size.max(16), b'x');
+}
+
+/// The (intended, actual) send times a record's payload carries.
+fn times_of(record: &[u8]) -> Option<(u64, u64)> {
+    let v = RecordView::parse_trusted(record).ok()?;
+    let p = v.payload();
+    let intended = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
+    let actual = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
+    Some((intended, actual))
+}
+
+/// Live progress on stderr when it is a terminal.
+struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(label: &'static str, sh: Arc<SubShared>) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return Progress { stop, thread: None };
+        }
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                let p = sh.published.load(Ordering::Relaxed);
+                let d = sh.delivered.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{label}: {secs:.1}s published {p} ({:.0}/s) delivered {d} ({:.0}/s)   ",
+                    p as f64 / secs,
+                    d as f64 / secs
+                );
+            }
+            eprintln!();
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::debug!("the progress line panicked");
+            }
+        }
+    }
+}
+
+/// Runs a benchmark, prints its report and returns it as JSON.
+///
+/// # Errors
+/// Connection, server or setup errors.
+pub fn run(cfg: &BenchConfig) -> Result<Value, BenchError> {
+    let mut embedded_dir = None;
+    let mut handle = None;
+    let (addr, key) = if cfg.embedded {
+        let dir = std::env::temp_dir().join(format!("tidewire-bench-{}", std::process::id()));
+        let key = crate::broker::generate_key()?;
+        let mut sc = ServerConfig::new(&dir);
+        sc.listen = "127.0.0.1:0".parse()?;
+        sc.io_threads = cfg.io_threads.max(1);
+        sc.admin_key = Some(key.clone());
+        sc.log.durability = cfg.durability;
+        sc.log.segment_size = 1 << 30;
+        let h = crate::server::start(sc)?;
+        let addr = h.local_addr().to_string();
+        handle = Some(h);
+        embedded_dir = Some(dir);
+        (addr, key)
+    } else {
+        (cfg.server.clone(), cfg.key.clone())
+    };
+    let result = run_against(cfg, &addr, &key);
+    if let Some(h) = handle {
+        h.shutdown();
+        h.wait()?;
+    }
+    if let Some(dir) = embedded_dir {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let report = result?;
+    if cfg.json {
+        println!("{report}");
+    } else {
+        print_human(&report);
+    }
+    Ok(report)
+}
+
+fn run_against(cfg: &BenchConfig, addr: &str, key: &str) -> Result<Value, BenchError> {
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        now_ns(Instant::now()) % 1_000_000
+    );
+    let mut admin = Client::connect(addr, key)?;
+    let channels: Vec<String> = (0..cfg.channels.max(1))
+        .map(|i| format!("bench-{tag}-{i}"))
+        .collect();
+    for name in &channels {
+        admin.channel_create(&json!({ "name": name }))?;
+    }
+    if cfg.warmup > 0 {
+        let name = format!("bench-{tag}-warmup");
+        admin.channel_create(&json!({ "name": name }))?;
+        let deadline = Instant::now() + Duration::from_secs(cfg.max_secs);
+        publish_plain(addr, key, &name, cfg.warmup, cfg.size, 64, deadline)?;
+        admin.channel_delete(&name)?;
+    }
+    let report = match cfg.mode {
+        Mode::Pub => run_pub(cfg, addr, key, &channels)?,
+        Mode::Fanout | Mode::Lat => run_fanout(cfg, addr, key, &channels)?,
+        Mode::Ack => run_ack(cfg, addr, key, &channels)?,
+    };
+    for name in &channels {
+        admin.channel_delete(name)?;
+    }
+    Ok(report)
+}
+
+/// Publishes `count` messages without acknowledgements, then waits until all
+/// are stored (a ping is answered only after every earlier publish).
+fn publish_plain(
+    addr: &str,
+    key: &str,
+    channel: &str,
+    count: u64,
+    size: usize,
+    batch: usize,
+    deadline: Instant,
+) -> Result<u64, ClientError> {
+    let mut c = Client::connect(addr, key)?;
+    let mut payload = Vec::new();
+    payload_with_time(size, 0, 0, &mut payload);
+    let mut body = Vec::new();
+    OutgoingMessage::new(&payload).encode_body(&mut body)?;
+    let batch = batch.max(1);
+    let bodies: Vec<&[u8]> = (0..batch).map(|_| &body[..]).collect();
+    let mut sent = 0u64;
+    while sent < count && Instant::now() < deadline {
+        let k = usize::try_from((count - sent).min(batch as u64)).unwrap_or(batch);
+        c.send_publish_bodies(channel, &bodies[..k], AckMode::None)?;
+        sent += k as u64;
+    }
+    c.flush()?;
+    c.ping()?;
+    Ok(sent)
+}
+
+fn run_pub(
+    cfg: &BenchConfig,
+    addr: &str,
+    key: &str,
+    channels: &[String],
+) -> Result<Value, BenchError> {
+    let pubs = cfg.pubs.max(1);
+    let per = cfg.count / pubs as u64;
+    let deadline = Instant::now() + Duration::from_secs(cfg.max_secs);
+    let barrier = Arc::new(Barrier::new(pubs + 1));
+    let threads: Vec<_> = (0..pubs)
+        .map(|i| {
+            let (addr, key) = (addr.to_string(), key.to_string());
+            let channel = channels[i % channels.len()].clone();
+            let (size, batch) = (cfg.size, cfg.batch);
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                publish_plain(&addr, &key, &channel, per, size, batch, deadline)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    for t in threads {
+        sent += t.join().map_err(|_| "publisher thread panicked")??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(json!({
+        "mode": "pub", "size": cfg.size, "pubs": pubs, "batch": cfg.batch,
+        "published": sent, "secs": secs,
+        "publish_msgs_per_s": sent as f64 / secs,
+        "publish_mb_per_s": (sent as f64 * cfg.size as f64) / secs / 1e6,
+        "timed_out": sent < per * pubs as u64,
+    }))
+}
+
+struct SubResult {
+    received: u64,
+    last: Instant,
+    /// Receive time minus actual send time.
+    hist: Histogram<u64>,
+    /// Receive time minus intended send time (coordinated omission corrected).
+    hist_co: Histogram<u64>,
+    gaps: u64,
+}
+
+/// What a subscriber thread shares with the run.
+struct SubShared {
+    base: Instant,
+    deadline: Instant,
+    ready: Barrier,
+    delivered: AtomicU64,
+    published: AtomicU64,
+    /// Samples sent before this time (ns since `base`) are warm-up.
+    measure_from_ns: AtomicU64,
+}
+
+fn subscriber(
+    addr: &str,
+    key: &str,
+    channel: &str,
+    expect: u64,
+    sh: &SubShared,
+) -> Result<SubResult, ClientError> {
+    let mut c = Client::connect(addr, key)?;
+    c.subscribe(channel, None, Start::New)?;
+    sh.ready.wait();
+    let mut r = SubResult {
+        received: 0,
+        last: Instant::now(),
+        hist: histogram(),
+        hist_co: histogram(),
+        gaps: 0,
+    };
+    while r.received < expect && Instant::now() < sh.deadline {
+        let mut n = 0u64;
+        let (hist, hist_co) = (&mut r.hist, &mut r.hist_co);
+        let from = sh.measure_from_ns.load(Ordering::Relaxed);
+        let got = c.next_raw(Some(Duration::from_millis(500)), |_, rec| {
+            n += 1;
+            if let Some((intended, actual)) = times_of(rec) {
+                if actual >= from {
+                    let now = now_ns(sh.base);
+                    record(hist, now.saturating_sub(actual));
+                    record(hist_co, now.saturating_sub(intended));
+                }
+            }
+        })?;
+        if let Some(RawNext::Gap { .. }) = got {
+            r.gaps += 1;
+        }
+        r.received += n;
+        sh.delivered.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            r.last = Instant::now();
+        }
+    }
+    Ok(r)
+}
+
+/// One publisher of a fan-out or latency run; returns when it started.
+fn publisher(
+    addr: &str,
+    key: &str,
+    channel: &str,
+    cfg: &BenchConfig,
+    count: u64,
+    rate: u64,
+    sh: &SubShared,
+) -> Result<Instant, ClientError> {
+    let mut c = Client::connect(addr, key)?;
+    let batch = cfg.batch.max(1);
+    let mut payload = Vec::new();
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); batch];
+    sh.ready.wait();
+    let start = Instant::now();
+    let start_ns = now_ns(sh.base);
+    let interval_ns = 1_000_000_000u64.checked_div(rate).unwrap_or(0);
+    let mut sent = 0u64;
+    while sent < count && Instant::now() < sh.deadline {
+        let k = usize::try_from((count - sent).min(batch as u64)).unwrap_or(batch);
+        let intended = start_ns + sent * interval_ns;
+        if rate > 0 {
+            let now = now_ns(sh.base);
+            if intended > now {
+                std::thread::sleep(Duration::from_nanos(intended - now));
+            }
+        }
+        let actual = now_ns(sh.base);
+        let intended = if rate > 0 { intended } else { actual };
+        payload_with_time(cfg.size, intended, actual, &mut payload);
+        for body in bodies.iter_mut().take(k) {
+            body.clear();
+            OutgoingMessage::new(&payload).encode_body(body)?;
+        }
+        let refs: Vec<&[u8]> = bodies[..k].iter().map(Vec::as_slice).collect();
+        c.send_publish_bodies(channel, &refs, cfg.ack)?;
+        if rate > 0 {
+            c.flush()?;
+        }
+        sent += k as u64;
+        sh.published.fetch_add(k as u64, Ordering::Relaxed);
+    }
+    c.flush()?;
+    c.ping()?;
+    Ok(start)
+}
+
+fn run_fanout(
+    cfg: &BenchConfig,
+    addr: &str,
+    key: &str,
+    channels: &[String],
+) -> Result<Value, BenchError> {
+    let subs = cfg.subs.max(1);
+    let pubs = cfg.pubs.max(1);
+    let lat_mode = cfg.mode == Mode::Lat;
+    let per_pub = cfg.count / pubs as u64;
+    let base = Instant::now();
+    let rate = if lat_mode {
+        (cfg.rate / pubs as u64).max(1)
+    } else {
+        0
+    };
+    // The latency run leaves its first tenth out as warm-up, like loadgen.
+    let measure_from_ns = if lat_mode {
+        (per_pub / 10) * (1_000_000_000 / rate)
+    } else {
+        0
+    };
+    let sh = Arc::new(SubShared {
+        base,
+        deadline: base + Duration::from_secs(cfg.max_secs),
+        ready: Barrier::new(subs + pubs),
+        delivered: AtomicU64::new(0),
+        published: AtomicU64::new(0),
+        measure_from_ns: AtomicU64::new(u64::MAX),
+    });
+    let per_channel: Vec<u64> = (0..channels.len())
+        .map(|c| (0..pubs).filter(|p| p % channels.len() == c).count() as u64 * per_pub)
+        .collect();
+    let sub_threads: Vec<_> = (0..subs)
+        .map(|i| {
+            let (addr, key, sh) = (addr.to_string(), key.to_string(), sh.clone());
+            let ci = i % channels.len();
+            let (channel, expect) = (channels[ci].clone(), per_channel[ci]);
+            std::thread::spawn(move || subscriber(&addr, &key, &channel, expect, &sh))
+        })
+        .collect();
+    let progress = Progress::start(if lat_mode { "lat" } else { "fanout" }, sh.clone());
+    sh.measure_from_ns
+        .store(now_ns(base) + measure_from_ns, Ordering::Relaxed);
+    let pub_threads: Vec<_> = (0..pubs)
+        .map(|i| {
+            let (addr, key, sh) = (addr.to_string(), key.to_string(), sh.clone());
+            let channel = channels[i % channels.len()].clone();
+            let cfg = cfg.clone();
+            std::thread::spawn(move || publisher(&addr, &key, &channel, &cfg, per_pub, rate, &sh))
+        })
+        .collect();
+    let mut first_start: Option<Instant> = None;
+    for t in pub_threads {
+        let start = t.join().map_err(|_| "publisher thread panicked")??;
+        first_start = Some(first_start.map_or(start, |f: Instant| f.min(start)));
+    }
+    let (mut hist, mut hist_co) = (histogram(), histogram());
+    let (mut received, mut gaps, mut last) = (0u64, 0u64, base);
+    for t in sub_threads {
+        let r = t.join().map_err(|_| "subscriber thread panicked")??;
+        received += r.received;
+        last = last.max(r.last);
+        gaps += r.gaps;
+        hist.add(&r.hist)?;
+        hist_co.add(&r.hist_co)?;
+    }
+    progress.finish();
+    let start = first_start.unwrap_or(base);
+    let secs = last
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        .max(1e-9);
+    let published = sh.published.load(Ordering::Relaxed);
+    let expected: u64 = (0..subs).map(|i| per_channel[i % channels.len()]).sum();
+    Ok(json!({
+        "mode": if lat_mode { "lat" } else { "fanout" },
+        "size": cfg.size, "pubs": pubs, "subs": subs, "channels": channels.len(),
+        "batch": cfg.batch, "rate": if lat_mode { json!(cfg.rate) } else { Value::Null },
+        "published": published, "delivered": received, "expected_deliveries": expected,
+        "complete": received >= expected, "gaps": gaps, "secs": secs,
+        "delivered_msgs_per_s": received as f64 / secs,
+        "delivered_mb_per_s": received as f64 * cfg.size as f64 / secs / 1e6,
+        "publish_msgs_per_s": published as f64 / secs,
+        "latency": percentiles(&hist),
+        "latency_co_corrected": if lat_mode { percentiles(&hist_co) } else { Value::Null },
+    }))
+}
+
+fn run_ack(
+    cfg: &BenchConfig,
+    addr: &str,
+    key: &str,
+    channels: &[String],
+) -> Result<Value, BenchError> {
+    let mut c = Client::connect(addr, key)?;
+    let channel = &channels[0];
+    let deadline = Instant::now() + Duration::from_secs(cfg.max_secs);
+    let ack = if cfg.ack == AckMode::None {
+        AckMode::Append
+    } else {
+        cfg.ack
+    };
+    let batch = cfg.batch.max(1);
+    let mut payload = Vec::new();
+    payload_with_time(cfg.size, 0, 0, &mut payload);
+    let mut body = Vec::new();
+    OutgoingMessage::new(&payload).encode_body(&mut body)?;
+    let bodies: Vec<&[u8]> = (0..batch).map(|_| &body[..]).collect();
+    let mut hist = histogram();
+    let mut in_flight: VecDeque<Instant> = VecDeque::new();
+    let window = cfg.window.max(1);
+    let one_ack = |c: &mut Client,
+                   in_flight: &mut VecDeque<Instant>,
+                   hist: &mut Histogram<u64>|
+     -> Result<u64, ClientError> {
+        let a = c.recv_ack()?;
+        if let Some(t) = in_flight.pop_front() {
+            record(
+                hist,
+                u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            );
+        }
+        Ok(u64::from(a.count))
+    };
+    let t0 = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while sent < cfg.count && Instant::now() < deadline {
+        let k = usize::try_from((cfg.count - sent).min(batch as u64)).unwrap_or(batch);
+        c.send_publish_bodies(channel, &bodies[..k], ack)?;
+        in_flight.push_back(Instant::now());
+        sent += k as u64;
+        if in_flight.len() >= window {
+            c.flush()?;
+            acked += one_ack(&mut c, &mut in_flight, &mut hist)?;
+        }
+    }
+    c.flush()?;
+    while !in_flight.is_empty() {
+        acked += one_ack(&mut c, &mut in_flight, &mut hist)?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(json!({
+        "mode": "ack", "size": cfg.size, "batch": batch, "window": window,
+        "ack": if ack == AckMode::Durable { "durable" } else { "append" },
+        "published": sent, "acknowledged": acked, "secs": secs,
+        "acked_msgs_per_s": acked as f64 / secs,
+        "acked_mb_per_s": acked as f64 * cfg.size as f64 / secs / 1e6,
+        "ack_latency": percentiles(&hist),
+    }))
+}
+
+fn print_human(r: &Value) {
+    let f = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let lat = |v: &Value| {
+        let g = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        format!(
+            "p50 {:.1} µs, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ({} samples)",
+            g("p50_us"),
+            g("p90_us"),
+            g("p99_us"),
+            g("p999_us"),
+            g("max_us"),
+            v["samples"].as_u64().unwrap_or(0)
+        )
+    };
+    match r["mode"].as_str() {
+        Some("pub") => println!(
+            "publish: {:.0} msgs/s, {:.1} MB/s ({} messages in {:.2} s)",
+            f("publish_msgs_per_s"),
+            f("publish_mb_per_s"),
+            r["published"],
+            f("secs")
+        ),
+        Some("ack") => {
+            println!(
+                "acknowledged publish ({}): {:.0} msgs/s, {:.1} MB/s ({} messages in {:.2} s)",
+                r["ack"].as_str().unwrap_or(""),
+                f("acked_msgs_per_s"),
+                f("acked_mb_per_s"),
+                r["acknowledged"],
+                f("secs")
+            );
+            println!("ack latency: {}", lat(&r["ack_latency"]));
+        }
+        _ => {
+            let incomplete = if r["complete"].as_bool() == Some(true) {
+                ""
+            } else {
+                ", INCOMPLETE"
+            };
+            println!(
+                "delivered: {:.0} msgs/s, {:.1} MB/s ({} of {} deliveries in {:.2} s{incomplete})",
+                f("delivered_msgs_per_s"),
+                f("delivered_mb_per_s"),
+                r["delivered"],
+                r["expected_deliveries"],
+                f("secs"),
+            );
+            println!("publish: {:.0} msgs/s", f("publish_msgs_per_s"));
+            println!("publish→deliver latency: {}", lat(&r["latency"]));
+            if r["latency_co_corrected"].is_object() {
+                println!(
+                    "corrected for coordinated omission: {}",
+                    lat(&r["latency_co_corrected"])
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::record::{record_len, write_record};
+    use crate::storage::Author;
+
+    #[test]
+    fn payloads_carry_their_intended_and_actual_send_times() {
+        let mut p = Vec::new();
+        payload_with_time(128, 0x0102_0304_0506_0708, 42, &mut p);
+        assert_eq!(p.len(), 128);
+        let mut body = Vec::new();
+        OutgoingMessage::new(&p).encode_body(&mut body).unwrap();
+        let mut rec = vec![0u8; record_len(Author::None, body.len())];
+        write_record(&mut rec, 1, 2, Author::None, &body);
+        assert_eq!(times_of(&rec), Some((0x0102_0304_0506_0708, 42)));
+        payload_with_time(3, 9, 9, &mut p);
+        assert_eq!(p.len(), 16, "payloads are at least two timestamps long");
+    }
+
+    #[test]
+    fn percentiles_are_reported_in_microseconds() {
+        let mut h = histogram();
+        for v in [1_000u64, 2_000, 3_000, 4_000] {
+            record(&mut h, v);
+        }
+        let p = percentiles(&h);
+        assert_eq!(p["samples"], 4);
+        assert!((p["p50_us"].as_f64().unwrap() - 2.0).abs() < 0.01);
+        assert!((p["max_us"].as_f64().unwrap() - 4.0).abs() < 0.01);
+    }
+}
