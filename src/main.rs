@@ -794,6 +794,46 @@ fn channel(cmd: ChannelCommand) -> Result<(), Failure> {
     }
 }
 
+fn bench(a: BenchArgs) -> Result<(), Failure> {
+    if !a.embedded && a.key.is_empty() {
+        return Err(usage(
+            "bench needs --key (or TIDEWIRE_KEY) unless --embedded",
+        ));
+    }
+    let durability = config::parse_durability(&a.durability).map_err(usage)?;
+    let cfg = tidewire::bench::BenchConfig {
+        mode: match a.mode {
+            BenchMode::Pub => tidewire::bench::Mode::Pub,
+            BenchMode::Fanout => tidewire::bench::Mode::Fanout,
+            BenchMode::Lat => tidewire::bench::Mode::Lat,
+            BenchMode::Ack => tidewire::bench::Mode::Ack,
+        },
+        server: a.server,
+        key: a.key,
+        embedded: a.embedded,
+        durability,
+        io_threads: a.io_threads,
+        pubs: a.pubs,
+        subs: a.subs,
+        channels: a.channels,
+        size: a.size,
+        count: a.count,
+        batch: if matches!(a.mode, BenchMode::Lat) {
+            1
+        } else {
+            a.batch
+        },
+        rate: a.rate,
+        ack: a.ack.into(),
+        window: a.window,
+        warmup: a.warmup,
+        max_secs: a.max_secs,
+        json: a.json,
+    };
+    tidewire::bench::run(&cfg).map_err(|e| Failure::Serve(e.to_string()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,44 +892,4 @@ mod tests {
         let err = Cli::try_parse_from(["tidewire", "ping"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
-}
-
-fn bench(a: BenchArgs) -> Result<(), Failure> {
-    if !a.embedded && a.key.is_empty() {
-        return Err(usage(
-            "bench needs --key (or TIDEWIRE_KEY) unless --embedded",
-        ));
-    }
-    let durability = config::parse_durability(&a.durability).map_err(usage)?;
-    let cfg = tidewire::bench::BenchConfig {
-        mode: match a.mode {
-            BenchMode::Pub => tidewire::bench::Mode::Pub,
-            BenchMode::Fanout => tidewire::bench::Mode::Fanout,
-            BenchMode::Lat => tidewire::bench::Mode::Lat,
-            BenchMode::Ack => tidewire::bench::Mode::Ack,
-        },
-        server: a.server,
-        key: a.key,
-        embedded: a.embedded,
-        durability,
-        io_threads: a.io_threads,
-        pubs: a.pubs,
-        subs: a.subs,
-        channels: a.channels,
-        size: a.size,
-        count: a.count,
-        batch: if matches!(a.mode, BenchMode::Lat) {
-            1
-        } else {
-            a.batch
-        },
-        rate: a.rate,
-        ack: a.ack.into(),
-        window: a.window,
-        warmup: a.warmup,
-        max_secs: a.max_secs,
-        json: a.json,
-    };
-    tidewire::bench::run(&cfg).map_err(|e| Failure::Serve(e.to_string()))?;
-    Ok(())
 }
