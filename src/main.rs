@@ -103,6 +103,9 @@ struct BenchArgs {
     /// Channels to spread publishers and subscribers over.
     #[arg(long, default_value_t = 1, value_name = "C")]
     channels: usize,
+    /// Rooms per channel: publishers cycle through them, subscriber i follows room i mod R.
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    rooms: usize,
     /// Payload bytes per message (at least 8).
     #[arg(long, default_value_t = 128, value_name = "BYTES")]
     size: usize,
@@ -816,6 +819,7 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
         pubs: a.pubs,
         subs: a.subs,
         channels: a.channels,
+        rooms: a.rooms,
         size: a.size,
         count: a.count,
         batch: if matches!(a.mode, BenchMode::Lat) {

@@ -59,6 +59,9 @@ pub struct BenchConfig {
     pub subs: usize,
     /// Channels the publishers and subscribers spread over.
     pub channels: usize,
+    /// Rooms per channel (0: none): publishers cycle through them message by
+    /// message, subscriber `i` follows room `i % rooms`.
+    pub rooms: usize,
     /// Payload bytes per message (at least 16: two timestamps lead it).
     pub size: usize,
     /// Messages to publish in all.
@@ -124,6 +127,22 @@ fn times_of(record: &[u8]) -> Option<(u64, u64)> {
     let intended = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
     let actual = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
     Some((intended, actual))
+}
+
+/// The room of message `n` (or of subscriber `n`) when the run uses rooms.
+fn room_name(rooms: usize, n: u64) -> Option<String> {
+    (rooms > 0).then(|| format!("r{}", n % rooms as u64))
+}
+
+/// Messages subscriber `i` receives: all of its channel's, or those of its
+/// room when `pubs_here` publishers each cycle `rooms` rooms from room 0.
+fn expected_in_room(channel_total: u64, pubs_here: u64, rooms: usize, i: usize) -> u64 {
+    if rooms == 0 || pubs_here == 0 {
+        return channel_total;
+    }
+    let per_pub = channel_total / pubs_here;
+    let (rooms, room) = (rooms as u64, (i % rooms) as u64);
+    pubs_here * (per_pub / rooms + u64::from(room < per_pub % rooms))
 }
 
 /// Live progress on stderr when it is a terminal.
@@ -333,11 +352,12 @@ fn subscriber(
     addr: &str,
     key: &str,
     channel: &str,
+    room: Option<&str>,
     expect: u64,
     sh: &SubShared,
 ) -> Result<SubResult, ClientError> {
     let mut c = Client::connect(addr, key)?;
-    c.subscribe(channel, None, Start::New)?;
+    c.subscribe(channel, room, Start::New)?;
     sh.ready.wait();
     let mut r = SubResult {
         received: 0,
@@ -403,9 +423,13 @@ fn publisher(
         let actual = now_ns(sh.base);
         let intended = if rate > 0 { intended } else { actual };
         payload_with_time(cfg.size, intended, actual, &mut payload);
-        for body in bodies.iter_mut().take(k) {
+        for (j, body) in bodies.iter_mut().take(k).enumerate() {
             body.clear();
-            OutgoingMessage::new(&payload).encode_body(body)?;
+            let msg = OutgoingMessage::new(&payload);
+            match room_name(cfg.rooms, sent + j as u64) {
+                Some(room) => msg.room(&room).encode_body(body)?,
+                None => msg.encode_body(body)?,
+            }
         }
         let refs: Vec<&[u8]> = bodies[..k].iter().map(Vec::as_slice).collect();
         c.send_publish_bodies(channel, &refs, cfg.ack)?;
@@ -457,8 +481,12 @@ fn run_fanout(
         .map(|i| {
             let (addr, key, sh) = (addr.to_string(), key.to_string(), sh.clone());
             let ci = i % channels.len();
-            let (channel, expect) = (channels[ci].clone(), per_channel[ci]);
-            std::thread::spawn(move || subscriber(&addr, &key, &channel, expect, &sh))
+            let pubs_here = (0..pubs).filter(|p| p % channels.len() == ci).count() as u64;
+            let expect = expected_in_room(per_channel[ci], pubs_here, cfg.rooms, i);
+            let (channel, room) = (channels[ci].clone(), room_name(cfg.rooms, i as u64));
+            std::thread::spawn(move || {
+                subscriber(&addr, &key, &channel, room.as_deref(), expect, &sh)
+            })
         })
         .collect();
     let progress = Progress::start(if lat_mode { "lat" } else { "fanout" }, sh.clone());
@@ -494,10 +522,16 @@ fn run_fanout(
         .as_secs_f64()
         .max(1e-9);
     let published = sh.published.load(Ordering::Relaxed);
-    let expected: u64 = (0..subs).map(|i| per_channel[i % channels.len()]).sum();
+    let expected: u64 = (0..subs)
+        .map(|i| {
+            let ci = i % channels.len();
+            let pubs_here = (0..pubs).filter(|p| p % channels.len() == ci).count() as u64;
+            expected_in_room(per_channel[ci], pubs_here, cfg.rooms, i)
+        })
+        .sum();
     Ok(json!({
         "mode": if lat_mode { "lat" } else { "fanout" },
-        "size": cfg.size, "pubs": pubs, "subs": subs, "channels": channels.len(),
+        "size": cfg.size, "pubs": pubs, "subs": subs, "channels": channels.len(), "rooms": cfg.rooms,
         "batch": cfg.batch, "rate": if lat_mode { json!(cfg.rate) } else { Value::Null },
         "published": published, "delivered": received, "expected_deliveries": expected,
         "complete": received >= expected, "gaps": gaps, "secs": secs,
@@ -649,6 +683,16 @@ mod tests {
         assert_eq!(times_of(&rec), Some((0x0102_0304_0506_0708, 42)));
         payload_with_time(3, 9, 9, &mut p);
         assert_eq!(p.len(), 16, "payloads are at least two timestamps long");
+    }
+
+    #[test]
+    fn room_runs_expect_each_room_its_share() {
+        assert_eq!(expected_in_room(10, 1, 0, 3), 10);
+        assert_eq!(expected_in_room(10, 1, 3, 0), 4);
+        assert_eq!(expected_in_room(10, 1, 3, 1), 3);
+        assert_eq!(expected_in_room(20, 2, 3, 5), 6);
+        assert_eq!(room_name(3, 7).as_deref(), Some("r1"));
+        assert_eq!(room_name(0, 7), None);
     }
 
     #[test]
