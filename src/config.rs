@@ -1,7 +1,7 @@
 //! Server configuration: a TOML file, then environment, then flags, each
 //! validated against `limits`.
 //!
-//! CONTRACT: `ServerConfig` and `parse_durability` are used by `main.rs`.
+//! `main.rs` builds a `ServerConfig` from these pieces for `tidewire serve`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! A channel's log: segments, indexes, the single writer and the readers.
 //!
-//! CONTRACT: the public items and signatures in this file are used by the
-//! broker, the client and the bench; their bodies are the storage engine.
+//! The public items here are the storage engine's interface to the broker's
+//! writer thread (`ChannelLog`) and to every reader (`LogReader`, `Cursor`).
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,7 +1,7 @@
 //! Metadata snapshots: serde values encoded with bincode behind our own
 //! header (magic, version, length, CRC), written atomically.
 //!
-//! CONTRACT: `write_snapshot` / `read_snapshot` are used by the broker.
+//! The broker keeps channels and keys with `write_snapshot` / `read_snapshot`.
 //!
 //! Layout (little-endian): magic `TWSNAP\0\0` (8), version u32 (4), payload
 //! length u64 (8), CRC-32 of the payload u32 (4), then the bincode payload

@@ -9,7 +9,8 @@
 //! thread). Any number of [`LogReader`]s and [`Cursor`]s on any thread read
 //! records below the head the writer publishes with Release ordering.
 //!
-//! CONTRACT (used by `broker`, `client`, `bench`): the items re-exported here.
+//! The items re-exported here are the interface the broker, the client and
+//! the bench use.
 //!
 //! Codemap:
 //! * `record` — the record format (sans-IO);

@@ -1,7 +1,6 @@
 //! Encoding and decoding of frames (sans-IO).
 //!
-//! CONTRACT: the function signatures here are used by the server, the client
-//! and the bench; their bodies are the codec.
+//! The server, the client and the bench encode and decode every frame here.
 //!
 //! Every decoder reads peer bytes through [`Reader`], which bounds-checks each
 //! field, so no input can make this module panic or allocate more than the

@@ -16,8 +16,7 @@
 //! 12  ...  body
 //! ```
 //!
-//! CONTRACT: the types and function signatures here are used by the server
-//! (`net`, `broker`), the client and the bench.
+//! The server (`net`, `broker`), the client and the bench share these types.
 
 mod codec;
 #[doc(hidden)]
