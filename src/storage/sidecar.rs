@@ -16,7 +16,7 @@ pub const KEYS_MAGIC: [u8; 8] = *b"TWKEYS\0\0";
 /// Magic of a room-index sidecar.
 pub const ROOMS_MAGIC: [u8; 8] = *b"TWROOMS\0";
 /// Bytes of a room entry before the room.
-pub const ROOM_ENTRY_HEADER_LEN: usize = 21;
+pub const ROOM_ENTRY_HEADER_LEN: usize = ENTRY_HEADER_LEN;
 /// Magic of the checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"TWCKPT\0\0";
 /// Version of every storage format in this module.
@@ -28,7 +28,9 @@ pub const INDEX_ENTRY_LEN: usize = 32;
 /// Bytes of the checkpoint file.
 pub const CHECKPOINT_LEN: usize = 40;
 /// Bytes of a key entry before the key.
-pub const KEY_ENTRY_HEADER_LEN: usize = 21;
+pub const KEY_ENTRY_HEADER_LEN: usize = ENTRY_HEADER_LEN;
+/// Bytes before the variable part of a `.keys` or `.rooms` entry.
+const ENTRY_HEADER_LEN: usize = 21;
 
 /// Index entry kind: a record starts at `pos`.
 pub const KIND_POINT: u32 = 1;
@@ -244,21 +246,49 @@ pub struct KeyEntry {
     pub key: Vec<u8>,
 }
 
-/// Appends the encoding of a key entry to `out`: crc(4) of the rest, id(8),
-/// created_at(8), key_len(1), key.
-pub fn encode_key_entry(out: &mut Vec<u8>, id: u64, created_at_us: u64, key: &[u8]) {
-    let key_len = u8::try_from(key.len()).expect("keys are checked against their limit");
+/// Appends one entry of a `.keys` or `.rooms` sidecar: crc(4) of the rest,
+/// a(8), b(8), len(1), bytes. Both sidecars share this layout.
+fn encode_entry(out: &mut Vec<u8>, a: u64, b: u64, bytes: &[u8]) {
+    let len = u8::try_from(bytes.len()).expect("entries are checked against their limit");
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&created_at_us.to_le_bytes());
-    out.push(key_len);
-    out.extend_from_slice(key);
+    out.extend_from_slice(&a.to_le_bytes());
+    out.extend_from_slice(&b.to_le_bytes());
+    out.push(len);
+    out.extend_from_slice(bytes);
     let crc_start = start.checked_add(4).expect("vector length fits");
     let crc = crc32fast::hash(out.get(crc_start..).unwrap_or_default());
     if let Some(slot) = out.get_mut(start..crc_start) {
         slot.copy_from_slice(&crc.to_le_bytes());
     }
+}
+
+/// Decodes the entry at `pos` (layout of [`encode_entry`]): `(a, b, bytes,
+/// end)`, or `None` at a short, over-long (`len > len_max`) or CRC-failing
+/// entry, where a sidecar's valid prefix ends.
+fn decode_entry(buf: &[u8], pos: usize, len_max: usize) -> Option<(u64, u64, &[u8], usize)> {
+    let head = buf.get(pos..)?.get(..ENTRY_HEADER_LEN)?;
+    let len = usize::from(*head.get(20)?);
+    if len > len_max {
+        return None;
+    }
+    let end = pos.checked_add(ENTRY_HEADER_LEN)?.checked_add(len)?;
+    let entry = buf.get(pos..end)?;
+    if crc32fast::hash(entry.get(4..)?) != u32_at(entry, 0)? {
+        return None;
+    }
+    Some((
+        u64_at(entry, 4)?,
+        u64_at(entry, 12)?,
+        entry.get(ENTRY_HEADER_LEN..)?,
+        end,
+    ))
+}
+
+/// Appends the encoding of a key entry to `out`: crc(4) of the rest, id(8),
+/// created_at(8), key_len(1), key.
+pub fn encode_key_entry(out: &mut Vec<u8>, id: u64, created_at_us: u64, key: &[u8]) {
+    encode_entry(out, id, created_at_us, key);
 }
 
 /// Decodes a `.keys` file up to its first invalid entry.
@@ -268,33 +298,12 @@ pub fn decode_keys(buf: &[u8]) -> Vec<KeyEntry> {
         return out;
     }
     let mut pos = SIDECAR_HEADER_LEN;
-    while let Some(head) = buf.get(pos..).and_then(|b| b.get(..KEY_ENTRY_HEADER_LEN)) {
-        let key_len = usize::from(head.get(20).copied().unwrap_or(0));
-        if key_len == 0 || key_len > crate::limits::IDEMPOTENCY_KEY_LEN_MAX {
+    while let Some((id, created_at_us, key, end)) =
+        decode_entry(buf, pos, crate::limits::IDEMPOTENCY_KEY_LEN_MAX)
+    {
+        if key.is_empty() {
             break;
         }
-        let Some(end) = pos
-            .checked_add(KEY_ENTRY_HEADER_LEN)
-            .and_then(|p| p.checked_add(key_len))
-        else {
-            break;
-        };
-        let Some(entry) = buf.get(pos..end) else {
-            break;
-        };
-        let (Some(crc), Some(rest)) = (u32_at(entry, 0), entry.get(4..)) else {
-            break;
-        };
-        if crc32fast::hash(rest) != crc {
-            break;
-        }
-        let (Some(id), Some(created_at_us), Some(key)) = (
-            u64_at(entry, 4),
-            u64_at(entry, 12),
-            entry.get(KEY_ENTRY_HEADER_LEN..),
-        ) else {
-            break;
-        };
         out.push(KeyEntry {
             id,
             created_at_us,
@@ -309,18 +318,7 @@ pub fn decode_keys(buf: &[u8]) -> Vec<KeyEntry> {
 /// room_len(1), room. A `room_len` of 0 is the seal marker: `id` is the
 /// segment's last id and `pos` the end of its records.
 pub fn encode_room_entry(out: &mut Vec<u8>, id: u64, pos: u64, room: &[u8]) {
-    let room_len = u8::try_from(room.len()).expect("rooms are checked against their limit");
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&pos.to_le_bytes());
-    out.push(room_len);
-    out.extend_from_slice(room);
-    let crc_start = start.checked_add(4).expect("vector length fits");
-    let crc = crc32fast::hash(out.get(crc_start..).unwrap_or_default());
-    if let Some(slot) = out.get_mut(start..crc_start) {
-        slot.copy_from_slice(&crc.to_le_bytes());
-    }
+    encode_entry(out, id, pos, room);
 }
 
 /// A `.rooms` file's entries `(room, id, pos)`, and its seal marker
@@ -334,33 +332,7 @@ pub fn decode_rooms(buf: &[u8]) -> Option<RoomsFile> {
     }
     let mut entries = Vec::new();
     let mut pos = SIDECAR_HEADER_LEN;
-    while let Some(head) = buf.get(pos..).and_then(|b| b.get(..ROOM_ENTRY_HEADER_LEN)) {
-        let room_len = usize::from(head.get(20).copied().unwrap_or(0));
-        if room_len > crate::limits::ROOM_LEN_MAX {
-            break;
-        }
-        let Some(end) = pos
-            .checked_add(ROOM_ENTRY_HEADER_LEN)
-            .and_then(|p| p.checked_add(room_len))
-        else {
-            break;
-        };
-        let Some(entry) = buf.get(pos..end) else {
-            break;
-        };
-        let (Some(crc), Some(rest)) = (u32_at(entry, 0), entry.get(4..)) else {
-            break;
-        };
-        if crc32fast::hash(rest) != crc {
-            break;
-        }
-        let (Some(id), Some(at), Some(room)) = (
-            u64_at(entry, 4),
-            u64_at(entry, 12),
-            entry.get(ROOM_ENTRY_HEADER_LEN..),
-        ) else {
-            break;
-        };
+    while let Some((id, at, room, end)) = decode_entry(buf, pos, crate::limits::ROOM_LEN_MAX) {
         if room.is_empty() {
             return Some((entries, Some((id, at))));
         }
