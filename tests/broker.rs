@@ -682,3 +682,69 @@ fn sigterm_appends_what_was_acknowledged_exits_0_and_a_restart_continues_ids() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn one_connection_holds_several_subscriptions_and_unsubscribe_stops_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path());
+    let mut publ = connect(&server.addr);
+    create(&mut publ, "alpha");
+    create(&mut publ, "beta");
+    let mut sub = connect(&server.addr);
+    let a = sub.subscribe("alpha", None, Start::New).unwrap();
+    let b = sub.subscribe("beta", Some("x"), Start::New).unwrap();
+    assert_ne!(a.sub_id, b.sub_id);
+    publ.publish("alpha", &OutgoingMessage::new(b"a1"), AckMode::Append)
+        .unwrap();
+    publ.publish(
+        "beta",
+        &OutgoingMessage::new(b"b-other").room("y"),
+        AckMode::Append,
+    )
+    .unwrap();
+    publ.publish(
+        "beta",
+        &OutgoingMessage::new(b"b1").room("x"),
+        AckMode::Append,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match sub.next_event(WAIT).unwrap() {
+            Some(Event::Message { sub_id, message }) => {
+                seen.push((sub_id, message.payload.to_vec()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seen.sort();
+    let mut want = vec![(a.sub_id, b"a1".to_vec()), (b.sub_id, b"b1".to_vec())];
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "each subscription gets its channel (and room) only"
+    );
+    sub.unsubscribe(a.sub_id).unwrap();
+    publ.publish("alpha", &OutgoingMessage::new(b"a2"), AckMode::Append)
+        .unwrap();
+    publ.publish(
+        "beta",
+        &OutgoingMessage::new(b"b2").room("x"),
+        AckMode::Append,
+    )
+    .unwrap();
+    match sub.next_event(WAIT).unwrap() {
+        Some(Event::Message { sub_id, message }) => {
+            assert_eq!(
+                sub_id, b.sub_id,
+                "nothing arrives for an ended subscription"
+            );
+            assert_eq!(message.payload, b"b2");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        sub.unsubscribe(a.sub_id).unwrap_err().code(),
+        Some(ErrorCode::UnknownSubscription)
+    );
+}
