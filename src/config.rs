@@ -71,9 +71,6 @@ pub fn parse_durability(s: &str) -> Result<Durability, String> {
     }
 }
 
-/// Most io threads a configuration may ask for.
-pub const IO_THREADS_MAX: usize = 1024;
-
 /// Why a configuration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -222,7 +219,7 @@ impl ServerConfig {
     /// # Errors
     /// A message naming the first setting out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        use crate::limits::{KEY_LEN_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
+        use crate::limits::{IO_THREADS_MAX, KEY_LEN_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
         if !(1..=IO_THREADS_MAX).contains(&self.io_threads) {
             return Err(ConfigError(format!(
                 "io_threads must be 1..={IO_THREADS_MAX}, not {}",

@@ -54,6 +54,8 @@ pub const HISTORY_PAGE_DEFAULT: u32 = 100;
 pub const CONNECTIONS_MAX: usize = 100_000;
 /// Most subscriptions one connection may hold at once.
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1024;
+/// Most io threads a configuration may ask for.
+pub const IO_THREADS_MAX: usize = 1024;
 /// Most channels per server (all instances together).
 pub const CHANNELS_MAX: usize = 100_000;
 /// Read buffer of one connection, in bytes, when it holds a partial frame:

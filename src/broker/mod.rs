@@ -10,7 +10,7 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crossbeam_queue::ArrayQueue;
@@ -99,8 +99,6 @@ pub struct Broker {
     pub writer_done: AtomicBool,
     /// Connections open now, all io threads together.
     pub connections: AtomicUsize,
-    /// Monotonic source of channel generations for cache checks.
-    pub generation: AtomicU64,
 }
 
 impl Broker {
@@ -153,7 +151,6 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             writer_done: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
-            generation: AtomicU64::new(1),
         });
         Ok(Opened {
             broker,
@@ -310,9 +307,7 @@ impl Broker {
             return Err(storage_to_wire(e));
         }
         self.send_to_writer(WriterMsg::RemoveChannel { id: ch.id });
-        for link in &self.io_links {
-            link.wake();
-        }
+        self.wake_all_io();
         Ok(())
     }
 
