@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::clock::SharedClock;
+use crate::limits::TenancyLimits;
 use crate::storage::{Durability, LogConfig};
 
 /// Default address of the binary protocol.
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     pub admin_key: Option<String>,
     /// The clock rotation and retention read (tests inject a manual one).
     pub clock: SharedClock,
+    /// Instances, keys, users, groups and channels per instance.
+    pub limits: TenancyLimits,
 }
 
 impl ServerConfig {
@@ -50,6 +53,7 @@ impl ServerConfig {
             log: LogConfig::default(),
             admin_key: None,
             clock: crate::clock::system(),
+            limits: TenancyLimits::default(),
         }
     }
 }
@@ -97,6 +101,15 @@ impl std::error::Error for ConfigError {}
 /// segment_age_secs = 86400
 /// retention_secs = 86400
 /// admin_key = "..."
+///
+/// [limits]
+/// instances_max = 1000
+/// channels_per_instance_max = 10000
+/// admin_keys_max = 1000
+/// api_keys_per_instance_max = 1000
+/// users_per_instance_max = 10000
+/// groups_per_instance_max = 1000
+/// members_per_group_max = 10000
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +132,51 @@ pub struct FileConfig {
     pub retention_secs: Option<u64>,
     /// Bootstrap admin key.
     pub admin_key: Option<String>,
+    /// Tenancy limits (table `[limits]`).
+    pub limits: Option<LimitsConfig>,
+}
+
+/// The `[limits]` table: each key overrides one of [`TenancyLimits`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most instances.
+    pub instances_max: Option<usize>,
+    /// Most channels per instance.
+    pub channels_per_instance_max: Option<usize>,
+    /// Most admin keys.
+    pub admin_keys_max: Option<usize>,
+    /// Most API keys per instance.
+    pub api_keys_per_instance_max: Option<usize>,
+    /// Most users per instance.
+    pub users_per_instance_max: Option<usize>,
+    /// Most groups per instance.
+    pub groups_per_instance_max: Option<usize>,
+    /// Most members per group.
+    pub members_per_group_max: Option<usize>,
+}
+
+impl LimitsConfig {
+    fn apply(&self, l: &mut TenancyLimits) {
+        let set = |dst: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        };
+        set(&mut l.instances_max, self.instances_max);
+        set(
+            &mut l.channels_per_instance_max,
+            self.channels_per_instance_max,
+        );
+        set(&mut l.admin_keys_max, self.admin_keys_max);
+        set(
+            &mut l.api_keys_per_instance_max,
+            self.api_keys_per_instance_max,
+        );
+        set(&mut l.users_per_instance_max, self.users_per_instance_max);
+        set(&mut l.groups_per_instance_max, self.groups_per_instance_max);
+        set(&mut l.members_per_group_max, self.members_per_group_max);
+    }
 }
 
 /// Parses a listen address: `host:port`, resolving host names.
@@ -192,6 +250,9 @@ impl FileConfig {
         if let Some(key) = &self.admin_key {
             config.admin_key = Some(key.clone());
         }
+        if let Some(l) = &self.limits {
+            l.apply(&mut config.limits);
+        }
         Ok(())
     }
 }
@@ -247,6 +308,9 @@ impl ServerConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError("data_dir must not be empty".into()));
         }
+        self.limits
+            .validate()
+            .map_err(|e| ConfigError(format!("limits: {e}")))?;
         Ok(())
     }
 }
@@ -268,6 +332,10 @@ mod file_config_tests {
             segment_age_secs = 60
             retention_secs = 120
             admin_key = "k"
+
+            [limits]
+            instances_max = 5
+            members_per_group_max = 7
             "#,
         )
         .unwrap();
@@ -283,6 +351,12 @@ mod file_config_tests {
         assert_eq!(c.log.segment_age_us, 60_000_000);
         assert_eq!(c.log.retention_us, 120_000_000);
         assert_eq!(c.admin_key.as_deref(), Some("k"));
+        assert_eq!(c.limits.instances_max, 5);
+        assert_eq!(c.limits.members_per_group_max, 7);
+        assert_eq!(
+            c.limits.users_per_instance_max,
+            crate::limits::USERS_PER_INSTANCE_MAX_DEFAULT
+        );
     }
 
     #[test]
@@ -313,6 +387,11 @@ mod file_config_tests {
         assert!(c.validate().is_err());
         c.log.segment_size = crate::limits::SEGMENT_SIZE_DEFAULT;
         c.admin_key = Some(String::new());
+        assert!(c.validate().is_err());
+        c.admin_key = None;
+        c.limits.instances_max = 0;
+        assert!(c.validate().is_err());
+        c.limits.instances_max = crate::limits::INSTANCES_CAP + 1;
         assert!(c.validate().is_err());
     }
 }

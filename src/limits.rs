@@ -29,6 +29,15 @@ pub const TARGET_USERS_MAX: usize = 200;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
 /// Longest key (API, admin or user) accepted in an authentication request, in bytes.
 pub const KEY_LEN_MAX: usize = 128;
+/// Longest instance name, in bytes (lower-case slug, like channel names).
+pub const INSTANCE_NAME_LEN_MAX: usize = 64;
+/// Longest user name, in bytes (user names are what `pm_users` and
+/// `exclude_users` name, so the two limits are one).
+pub const USERNAME_LEN_MAX: usize = TARGET_USER_LEN_MAX;
+/// Longest group name, in bytes.
+pub const GROUP_NAME_LEN_MAX: usize = 64;
+/// Longest description of an instance, key or group, in bytes.
+pub const IDENTITY_DESCRIPTION_LEN_MAX: usize = 1024;
 /// Longest JSON body of an administrative request, in bytes.
 pub const ADMIN_JSON_LEN_MAX: usize = 64 * 1024;
 /// Largest message body (action byte to the end of the payload) in a
@@ -56,8 +65,33 @@ pub const CONNECTIONS_MAX: usize = 100_000;
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1024;
 /// Most io threads a configuration may ask for.
 pub const IO_THREADS_MAX: usize = 1024;
-/// Most channels per server (all instances together).
+/// Most channels per server (all instances together); a hard cap.
 pub const CHANNELS_MAX: usize = 100_000;
+
+/// Default and hard cap of the number of instances per server.
+pub const INSTANCES_MAX_DEFAULT: usize = 1_000;
+/// Hard cap of the configurable number of instances (ids are u32).
+pub const INSTANCES_CAP: usize = 100_000;
+/// Default number of channels per instance.
+pub const CHANNELS_PER_INSTANCE_MAX_DEFAULT: usize = 10_000;
+/// Default number of admin keys per server (all instances together).
+pub const ADMIN_KEYS_MAX_DEFAULT: usize = 1_000;
+/// Default number of API keys per instance.
+pub const API_KEYS_PER_INSTANCE_MAX_DEFAULT: usize = 1_000;
+/// Default number of users per instance.
+pub const USERS_PER_INSTANCE_MAX_DEFAULT: usize = 10_000;
+/// Default number of groups per instance.
+pub const GROUPS_PER_INSTANCE_MAX_DEFAULT: usize = 1_000;
+/// Default number of members per group.
+pub const MEMBERS_PER_GROUP_MAX_DEFAULT: usize = 10_000;
+/// Hard cap of every configurable identity count above (keys, users,
+/// groups, members): it bounds the size of one instance's snapshot.
+pub const IDENTITIES_CAP: usize = 1_000_000;
+const _: () = assert!(INSTANCES_MAX_DEFAULT <= INSTANCES_CAP);
+const _: () = assert!(CHANNELS_PER_INSTANCE_MAX_DEFAULT <= CHANNELS_MAX);
+const _: () = assert!(USERS_PER_INSTANCE_MAX_DEFAULT <= IDENTITIES_CAP);
+const _: () = assert!(MEMBERS_PER_GROUP_MAX_DEFAULT <= IDENTITIES_CAP);
+const _: () = assert!(INSTANCE_NAME_LEN_MAX <= u16::MAX as usize);
 /// Read buffer of one connection, in bytes, when it holds a partial frame:
 /// one maximal frame plus its length prefix.
 pub const CONNECTION_READ_BUFFER_MAX: usize = FRAME_LEN_MAX as usize + 4;
@@ -122,3 +156,82 @@ const _: () = assert!(KEY_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(CLIENT_NAME_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(SERVER_NAME_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(ERROR_MESSAGE_LEN_MAX <= u16::MAX as usize);
+
+/// The configurable tenancy limits (`tidewire serve --config`, table
+/// `[limits]`); each defaults to its `*_DEFAULT` constant above and may not
+/// exceed its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenancyLimits {
+    /// Most instances on the server (cap `INSTANCES_CAP`).
+    pub instances_max: usize,
+    /// Most channels in one instance (cap `CHANNELS_MAX`).
+    pub channels_per_instance_max: usize,
+    /// Most admin keys on the server (cap `IDENTITIES_CAP`).
+    pub admin_keys_max: usize,
+    /// Most API keys in one instance (cap `IDENTITIES_CAP`).
+    pub api_keys_per_instance_max: usize,
+    /// Most users in one instance (cap `IDENTITIES_CAP`).
+    pub users_per_instance_max: usize,
+    /// Most groups in one instance (cap `IDENTITIES_CAP`).
+    pub groups_per_instance_max: usize,
+    /// Most members of one group (cap `IDENTITIES_CAP`).
+    pub members_per_group_max: usize,
+}
+
+impl Default for TenancyLimits {
+    fn default() -> TenancyLimits {
+        TenancyLimits {
+            instances_max: INSTANCES_MAX_DEFAULT,
+            channels_per_instance_max: CHANNELS_PER_INSTANCE_MAX_DEFAULT,
+            admin_keys_max: ADMIN_KEYS_MAX_DEFAULT,
+            api_keys_per_instance_max: API_KEYS_PER_INSTANCE_MAX_DEFAULT,
+            users_per_instance_max: USERS_PER_INSTANCE_MAX_DEFAULT,
+            groups_per_instance_max: GROUPS_PER_INSTANCE_MAX_DEFAULT,
+            members_per_group_max: MEMBERS_PER_GROUP_MAX_DEFAULT,
+        }
+    }
+}
+
+impl TenancyLimits {
+    /// Checks every limit against its cap (each must also be at least 1).
+    ///
+    /// # Errors
+    /// A message naming the first limit out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            ("instances_max", self.instances_max, INSTANCES_CAP),
+            (
+                "channels_per_instance_max",
+                self.channels_per_instance_max,
+                CHANNELS_MAX,
+            ),
+            ("admin_keys_max", self.admin_keys_max, IDENTITIES_CAP),
+            (
+                "api_keys_per_instance_max",
+                self.api_keys_per_instance_max,
+                IDENTITIES_CAP,
+            ),
+            (
+                "users_per_instance_max",
+                self.users_per_instance_max,
+                IDENTITIES_CAP,
+            ),
+            (
+                "groups_per_instance_max",
+                self.groups_per_instance_max,
+                IDENTITIES_CAP,
+            ),
+            (
+                "members_per_group_max",
+                self.members_per_group_max,
+                IDENTITIES_CAP,
+            ),
+        ];
+        for (name, value, cap) in checks {
+            if value == 0 || value > cap {
+                return Err(format!("{name} must be 1..={cap}, not {value}"));
+            }
+        }
+        Ok(())
+    }
+}

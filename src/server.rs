@@ -83,10 +83,13 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         logs,
         generated_admin_key,
     } = Broker::open(
-        &config.data_dir,
-        config.log.clone(),
-        config.clock.clone(),
-        config.admin_key.as_deref(),
+        crate::broker::BrokerConfig {
+            data_dir: config.data_dir.clone(),
+            log_config: config.log.clone(),
+            clock: config.clock.clone(),
+            admin_key: config.admin_key.clone(),
+            limits: config.limits,
+        },
         links,
     )?;
     let listener = TcpListener::bind(config.listen)?;

@@ -409,6 +409,7 @@ fn raw_handshake(addr: &str) -> TcpStream {
         &wire::Request::Auth {
             key: ADMIN_KEY,
             user_key: "",
+            instance: "",
         },
     );
     s.write_all(&out).unwrap();

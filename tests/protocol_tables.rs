@@ -118,6 +118,10 @@ fn limit(name: &str) -> Option<u64> {
         "RETENTION_SECS_MAX" => limits::RETENTION_SECS_MAX,
         "CHANNEL_DESCRIPTION_LEN_MAX" => v(limits::CHANNEL_DESCRIPTION_LEN_MAX),
         "CONNECTION_INFLIGHT_REQUESTS_MAX" => v(limits::CONNECTION_INFLIGHT_REQUESTS_MAX),
+        "INSTANCE_NAME_LEN_MAX" => v(limits::INSTANCE_NAME_LEN_MAX),
+        "USERNAME_LEN_MAX" => v(limits::USERNAME_LEN_MAX),
+        "GROUP_NAME_LEN_MAX" => v(limits::GROUP_NAME_LEN_MAX),
+        "IDENTITY_DESCRIPTION_LEN_MAX" => v(limits::IDENTITY_DESCRIPTION_LEN_MAX),
         _ => return None,
     })
 }
@@ -139,6 +143,34 @@ fn limit_table_values_equal_the_constants() {
     ] {
         assert!(rows.iter().any(|r| r[0] == name), "{name} missing");
     }
+}
+
+/// The defaults of the configurable tenancy limits are the ones documented.
+#[test]
+fn tenancy_limit_defaults_are_documented() {
+    let rows = table(&doc(), "| tenancy limit | default |");
+    let d = limits::TenancyLimits::default();
+    let expected = [
+        ("instances_max", d.instances_max),
+        ("channels_per_instance_max", d.channels_per_instance_max),
+        ("admin_keys_max", d.admin_keys_max),
+        ("api_keys_per_instance_max", d.api_keys_per_instance_max),
+        ("users_per_instance_max", d.users_per_instance_max),
+        ("groups_per_instance_max", d.groups_per_instance_max),
+        ("members_per_group_max", d.members_per_group_max),
+    ];
+    let documented: Vec<(String, usize)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].trim_matches('`').to_string(),
+                r[1].parse().expect("numeric default"),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, usize)> =
+        expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    assert_eq!(documented, expected);
 }
 
 /// The bytes of every ```hex block, in document order (text after `#` on a

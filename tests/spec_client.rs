@@ -33,6 +33,7 @@ fn a_python_client_written_from_protocol_md_works_against_the_server() {
         "deliver ok",
         "history ok",
         "errors ok",
+        "tenancy ok",
     ] {
         assert!(
             stdout.lines().any(|l| l == step),

@@ -88,6 +88,21 @@ fn bad(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::BadRequest, message)
 }
 
+/// The built-in channel every instance has: separate rooms, open to everyone.
+pub const DEFAULT_CHANNEL: &str = "default";
+/// The built-in channel of server events: separate rooms, no custom publish.
+pub const EVENTLOG_CHANNEL: &str = "eventlog";
+
+/// True for the names of the built-in channels.
+pub fn is_builtin_name(name: &str) -> bool {
+    name == DEFAULT_CHANNEL || name == EVENTLOG_CHANNEL
+}
+
+/// The server-wide id of channel `local_id` of instance `instance_id`.
+pub fn global_channel_id(instance_id: u32, local_id: u64) -> u64 {
+    (u64::from(instance_id) << 32) | (local_id & u64::from(u32::MAX))
+}
+
 /// Checks a channel name: 1..=64 bytes of `a-z`, `0-9`, `_`, `-`.
 ///
 /// # Errors
@@ -109,6 +124,30 @@ pub fn validate_name(name: &str) -> Result<(), WireError> {
 }
 
 impl ChannelSettings {
+    /// The settings of built-in channel `name` of a new instance
+    /// (`default`: open to every user, custom publish on; `eventlog`: no
+    /// custom publish); both have separate rooms.
+    pub fn builtin(name: &str, id: u64, now_us: u64) -> ChannelSettings {
+        let open = name == DEFAULT_CHANNEL;
+        ChannelSettings {
+            id,
+            name: name.to_string(),
+            description: String::new(),
+            kind: ChannelKind::SeparateRooms,
+            group: None,
+            group_permissions: Permission::None,
+            other_permissions: if open {
+                Permission::Publish
+            } else {
+                Permission::None
+            },
+            custom_publish: open,
+            retention_us: None,
+            created_at_us: now_us,
+            updated_at_us: now_us,
+        }
+    }
+
     /// Settings for a new channel from a create request's JSON fields.
     ///
     /// # Errors
@@ -225,8 +264,11 @@ impl ChannelSettings {
 /// its log (read on every delivery, lock-free).
 #[derive(Debug)]
 pub struct Channel {
-    /// Numeric id (stable for the channel's life).
+    /// Server-wide numeric id: the instance id in the high 32 bits, the
+    /// channel's id in its instance in the low 32 (stable for the channel's life).
     pub id: u64,
+    /// The instance the channel belongs to.
+    pub instance_id: u32,
     name: String,
     kind: ChannelKind,
     settings: Mutex<ChannelSettings>,
@@ -235,10 +277,11 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// A channel over an open log's reader.
-    pub fn new(settings: ChannelSettings, reader: LogReader) -> Channel {
+    /// A channel of instance `instance_id` over an open log's reader.
+    pub fn new(instance_id: u32, settings: ChannelSettings, reader: LogReader) -> Channel {
         Channel {
-            id: settings.id,
+            id: global_channel_id(instance_id, settings.id),
+            instance_id,
             name: settings.name.clone(),
             kind: settings.kind,
             settings: Mutex::new(settings),
@@ -265,12 +308,18 @@ impl Channel {
     pub fn set_settings(&self, s: ChannelSettings) {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
-    /// Whether custom publishes are allowed now.
-    pub fn custom_publish(&self) -> bool {
-        self.settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .custom_publish
+    /// Calls `f` with the current settings (no copy).
+    pub fn with_settings<R>(&self, f: impl FnOnce(&ChannelSettings) -> R) -> R {
+        f(&self.settings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    /// True for the built-in channels every instance has (`default`,
+    /// `eventlog`), which cannot be deleted.
+    pub fn is_builtin(&self) -> bool {
+        is_builtin_name(&self.name)
+    }
+    /// True for `eventlog`, which nobody publishes to (it carries server events).
+    pub fn is_eventlog(&self) -> bool {
+        self.name == EVENTLOG_CHANNEL
     }
     /// The log reader.
     pub fn reader(&self) -> &LogReader {

@@ -1,32 +1,47 @@
-//! The broker: channels, keys, access decisions, and the log-writer thread.
+//! The broker: instances, their channels and identities, access decisions,
+//! and the queues to and from the log-writer thread.
 //!
-//! Owns: the channel registry and its persisted settings, identities, the
-//! append queue to the writer and the completion queues back to io threads.
-//! Never touches sockets (that is `net`) or byte layouts (`wire`, `storage`).
+//! Owns: the instance and channel registries and their persisted settings,
+//! keys, users and groups, who may do what, the append queue to the writer
+//! and the completion queues back to io threads. Never touches sockets
+//! (that is `net`) or byte layouts (`wire`, `storage`).
 
+mod acl;
+mod admin;
 mod channel;
 mod keys;
+mod registry;
+mod store;
+mod tenancy;
 pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crossbeam_queue::ArrayQueue;
-use serde::{Deserialize, Serialize};
 
-pub use channel::{Channel, ChannelKind, ChannelSettings, Permission};
-pub use keys::{generate_key, Identity, KeyStore};
+pub use acl::{access, Access, Caller, Principal, UserRef};
+pub use channel::{
+    global_channel_id, is_builtin_name, Channel, ChannelKind, ChannelSettings, Permission,
+    DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
+};
+pub use keys::{generate_key, hash_key, KeyHash, KeyIndex, KeyOwner};
+pub use tenancy::{
+    AdminKeyRecord, ApiKeyRecord, GroupRecord, Identities, Instance, InstanceRecord, UserRecord,
+};
 
 use crate::clock::SharedClock;
-use crate::limits;
-use crate::storage::{meta, ChannelLog, LogConfig, StorageError};
+use crate::limits::{self, TenancyLimits};
+use crate::storage::{ChannelLog, LogConfig, StorageError};
 use crate::wire::{ErrorCode, WireError};
+use store::MetaState;
 use writer::{Completion, WriterMsg};
 
-/// The only instance until tenancy arrives; directories are named by its id.
-pub const DEFAULT_INSTANCE_ID: u32 = 1;
+/// The instance a server-wide admin key addresses when it names none; the
+/// first start creates it.
+pub const DEFAULT_INSTANCE: &str = "default";
 
 /// A failed broker operation: the stable code and message a client receives.
 pub type BrokerError = WireError;
@@ -35,11 +50,8 @@ fn err(code: ErrorCode, message: impl Into<String>) -> BrokerError {
     WireError::new(code, message)
 }
 
-/// Persisted channel registry.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct ChannelsSnapshot {
-    next_channel_id: u64,
-    channels: Vec<ChannelSettings>,
+fn auth_failed() -> BrokerError {
+    err(ErrorCode::AuthFailed, "no such key")
 }
 
 /// Something an io thread must learn from the writer, with the waker to call.
@@ -75,16 +87,46 @@ pub struct Opened {
     pub generated_admin_key: Option<String>,
 }
 
+/// Live instances by id and by name.
+#[derive(Debug, Default)]
+struct InstanceTable {
+    by_id: HashMap<u32, Arc<Instance>>,
+    by_name: HashMap<String, u32>,
+}
+
+impl InstanceTable {
+    fn insert(&mut self, inst: Arc<Instance>) {
+        self.by_name.insert(inst.name().to_string(), inst.id());
+        self.by_id.insert(inst.id(), inst);
+    }
+    fn remove(&mut self, id: u32) -> Option<Arc<Instance>> {
+        let inst = self.by_id.remove(&id)?;
+        self.by_name.remove(inst.name());
+        Some(inst)
+    }
+    fn by_name(&self, name: &str) -> Option<&Arc<Instance>> {
+        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+    }
+}
+
 /// State shared by every thread of one server.
 #[derive(Debug)]
 pub struct Broker {
     data_dir: PathBuf,
     log_config: LogConfig,
     clock: SharedClock,
-    channels: RwLock<HashMap<String, Arc<Channel>>>,
-    /// Serializes channel creation, update and deletion with their snapshot.
-    admin_lock: Mutex<u64>,
-    keys: KeyStore,
+    limits: TenancyLimits,
+    instances: RwLock<InstanceTable>,
+    /// Serializes every metadata change with its snapshot; holds the admin
+    /// keys and the instance id counter.
+    meta: Mutex<MetaState>,
+    keys: RwLock<KeyIndex>,
+    /// Bumped by every change that can take access away (a revoked key, a
+    /// deleted user, a membership or permission change, a deleted channel or
+    /// instance); io threads re-check their connections when it moves.
+    epoch: AtomicU64,
+    /// Channels in all instances (bounded by `CHANNELS_MAX`).
+    channel_total: AtomicUsize,
     /// Publishes and control messages for the writer.
     pub append_queue: ArrayQueue<WriterMsg>,
     /// Bytes of publish frames queued or being appended (bounded).
@@ -101,48 +143,48 @@ pub struct Broker {
     pub connections: AtomicUsize,
 }
 
+/// How [`Broker::open`] is configured.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where logs and metadata live.
+    pub data_dir: PathBuf,
+    /// Layout, retention and durability of channel logs.
+    pub log_config: LogConfig,
+    /// The clock every component reads.
+    pub clock: SharedClock,
+    /// A bootstrap server-wide admin key (added when not yet known).
+    pub admin_key: Option<String>,
+    /// Tenancy limits.
+    pub limits: TenancyLimits,
+}
+
 impl Broker {
-    /// Opens (creating if needed) the broker state under `data_dir`: keys,
-    /// channel settings, and every channel's log (run through recovery).
-    /// Returns the broker, the logs for the writer thread, and a newly
-    /// generated admin key when one was created.
+    /// Opens (creating if needed) the broker state under `data_dir`: admin
+    /// keys, instances with their identities and channels, and every
+    /// channel's log (run through recovery). The first start creates the
+    /// `default` instance and, without a bootstrap key, generates a
+    /// server-wide admin key, returned to be shown once.
     ///
     /// # Errors
     /// I/O or corruption errors from the metadata snapshots or logs.
-    pub fn open(
-        data_dir: &Path,
-        log_config: LogConfig,
-        clock: SharedClock,
-        admin_key: Option<&str>,
-        io_links: Vec<Arc<IoLink>>,
-    ) -> Result<Opened, StorageError> {
-        std::fs::create_dir_all(data_dir.join("meta"))?;
-        let (keys, new_key) = KeyStore::open(&data_dir.join("meta/keys.snap"), admin_key, &*clock)?;
-        let snap: ChannelsSnapshot =
-            meta::read_snapshot(&data_dir.join("meta/channels.snap"))?.unwrap_or_default();
-        let mut channels = HashMap::new();
-        let mut logs = HashMap::new();
-        for settings in snap.channels {
-            let dir = channel_dir(data_dir, settings.id);
-            let mut cfg = log_config.clone();
-            if let Some(r) = settings.retention_us {
-                cfg.retention_us = r;
-            }
-            let (log, report) = ChannelLog::open(&dir, cfg, clock.clone())?;
-            if !report.quarantined.is_empty() || report.truncated_bytes > 0 {
-                tracing::warn!(channel = %settings.name, ?report, "channel log recovered");
-            }
-            let ch = Arc::new(Channel::new(settings, log.reader()));
-            channels.insert(ch.name().to_string(), ch.clone());
-            logs.insert(ch.id, log);
+    pub fn open(config: BrokerConfig, io_links: Vec<Arc<IoLink>>) -> Result<Opened, StorageError> {
+        let loaded = store::load(&config)?;
+        let mut table = InstanceTable::default();
+        let mut channel_total = 0;
+        for inst in loaded.instances {
+            channel_total += inst.channel_count();
+            table.insert(inst);
         }
         let broker = Arc::new(Broker {
-            data_dir: data_dir.to_path_buf(),
-            log_config,
-            clock,
-            channels: RwLock::new(channels),
-            admin_lock: Mutex::new(snap.next_channel_id.max(1)),
-            keys,
+            data_dir: config.data_dir,
+            log_config: config.log_config,
+            clock: config.clock,
+            limits: config.limits,
+            instances: RwLock::new(table),
+            meta: Mutex::new(loaded.meta),
+            keys: RwLock::new(loaded.keys),
+            epoch: AtomicU64::new(1),
+            channel_total: AtomicUsize::new(channel_total),
             append_queue: ArrayQueue::new(limits::APPEND_QUEUE_LEN),
             inflight_bytes: AtomicUsize::new(0),
             io_links,
@@ -154,8 +196,8 @@ impl Broker {
         });
         Ok(Opened {
             broker,
-            logs,
-            generated_admin_key: new_key,
+            logs: loaded.logs,
+            generated_admin_key: loaded.generated_admin_key,
         })
     }
 
@@ -164,161 +206,246 @@ impl Broker {
         &self.clock
     }
 
-    /// Checks a key and returns the identity it proves.
-    ///
-    /// # Errors
-    /// `AuthFailed` for any unknown, revoked or wrong key (one answer for all).
-    pub fn authenticate(&self, key: &str, user_key: &str) -> Result<Identity, BrokerError> {
-        if !user_key.is_empty() {
-            return Err(err(ErrorCode::AuthFailed, "no such key"));
-        }
-        self.keys
-            .check(key)
-            .ok_or_else(|| err(ErrorCode::AuthFailed, "no such key"))
+    /// The access epoch: it moves whenever access may have been taken away.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
-    /// The channel called `name`.
-    ///
-    /// # Errors
-    /// `ChannelNotFound`.
-    pub fn channel(&self, name: &str) -> Result<Arc<Channel>, BrokerError> {
-        self.channels
+    /// Moves the access epoch and wakes the io threads to re-check.
+    fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.wake_all_io();
+    }
+
+    /// The live instance called `name`.
+    pub fn instance(&self, name: &str) -> Option<Arc<Instance>> {
+        self.instances
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+            .by_name(name)
             .cloned()
+    }
+
+    fn instance_by_id(&self, id: u32) -> Option<Arc<Instance>> {
+        self.instances
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .get(&id)
+            .cloned()
+    }
+
+    /// Checks a key (and an optional user key) and returns who it proves,
+    /// addressing `instance` (empty: the key's own instance, or
+    /// [`DEFAULT_INSTANCE`] for a server-wide admin key).
+    ///
+    /// # Errors
+    /// `AuthFailed` for an unknown, revoked or wrong key, a key of another
+    /// instance, or a user key that is not paired with an API key of its
+    /// instance (one answer for all); `InstanceNotFound` when a server-wide
+    /// admin key names an instance that does not exist.
+    pub fn authenticate(
+        &self,
+        instance: &str,
+        key: &str,
+        user_key: &str,
+    ) -> Result<Caller, BrokerError> {
+        let owner = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .find(key)
+            .ok_or_else(auth_failed)?;
+        let (inst, principal) = match owner {
+            KeyOwner::Admin { id, instance: None } => {
+                let name = if instance.is_empty() {
+                    DEFAULT_INSTANCE
+                } else {
+                    instance
+                };
+                let inst = self.instance(name);
+                if inst.is_none() && !instance.is_empty() {
+                    return Err(err(
+                        ErrorCode::InstanceNotFound,
+                        format!("no instance {instance:?}"),
+                    ));
+                }
+                let principal = Principal::Admin {
+                    id,
+                    server_wide: true,
+                };
+                (inst, principal)
+            }
+            KeyOwner::Admin {
+                id,
+                instance: Some(iid),
+            } => {
+                let principal = Principal::Admin {
+                    id,
+                    server_wide: false,
+                };
+                (Some(self.own_instance(iid, instance)?), principal)
+            }
+            KeyOwner::Api { instance: iid, id } => {
+                let inst = self.own_instance(iid, instance)?;
+                let rec = inst
+                    .identities()
+                    .api_keys
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(auth_failed)?;
+                let principal = Principal::ApiKey {
+                    id,
+                    ignore_acl: rec.ignore_acl,
+                    allow_anonymous_read: rec.allow_anonymous_read,
+                };
+                (Some(inst), principal)
+            }
+            KeyOwner::User { .. } => return Err(auth_failed()),
+        };
+        let user = if user_key.is_empty() {
+            None
+        } else {
+            Some(self.user_of(&inst, principal, user_key)?)
+        };
+        Ok(Caller {
+            instance: inst,
+            principal,
+            user,
+        })
+    }
+
+    /// The instance of an instance-scoped key, which `named` (when given)
+    /// must name.
+    fn own_instance(&self, iid: u32, named: &str) -> Result<Arc<Instance>, BrokerError> {
+        let inst = self.instance_by_id(iid).ok_or_else(auth_failed)?;
+        if !named.is_empty() && named != inst.name() {
+            return Err(auth_failed());
+        }
+        Ok(inst)
+    }
+
+    fn user_of(
+        &self,
+        inst: &Option<Arc<Instance>>,
+        principal: Principal,
+        user_key: &str,
+    ) -> Result<UserRef, BrokerError> {
+        let (Some(inst), Principal::ApiKey { .. }) = (inst, principal) else {
+            return Err(auth_failed());
+        };
+        let owner = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .find(user_key)
+            .ok_or_else(auth_failed)?;
+        let KeyOwner::User { instance, id } = owner else {
+            return Err(auth_failed());
+        };
+        if instance != inst.id() {
+            return Err(auth_failed());
+        }
+        let ids = inst.identities();
+        let u = ids.users.get(&id).ok_or_else(auth_failed)?;
+        Ok(UserRef {
+            id,
+            name: u.username.as_str().into(),
+        })
+    }
+
+    /// `caller` as it stands now: `None` when its key, user or instance is
+    /// gone; otherwise with current key flags and user name.
+    pub fn refresh(&self, caller: &Caller) -> Option<Caller> {
+        let alive = |i: &Option<Arc<Instance>>| -> Option<Arc<Instance>> {
+            i.as_ref().filter(|i| !i.is_deleted()).cloned()
+        };
+        match caller.principal {
+            Principal::Admin { id, server_wide } => {
+                let known = self
+                    .meta
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .admins
+                    .keys
+                    .iter()
+                    .any(|k| k.id == id && !k.revoked);
+                if !known {
+                    return None;
+                }
+                let instance = alive(&caller.instance);
+                if instance.is_none() && !server_wide {
+                    return None;
+                }
+                Some(Caller {
+                    instance,
+                    principal: caller.principal,
+                    user: None,
+                })
+            }
+            Principal::ApiKey { id, .. } => {
+                let inst = alive(&caller.instance)?;
+                let ids = inst.identities();
+                let rec = ids.api_keys.get(&id)?;
+                let principal = Principal::ApiKey {
+                    id,
+                    ignore_acl: rec.ignore_acl,
+                    allow_anonymous_read: rec.allow_anonymous_read,
+                };
+                let user = match &caller.user {
+                    None => None,
+                    Some(u) => Some(UserRef {
+                        id: u.id,
+                        name: ids.users.get(&u.id)?.username.as_str().into(),
+                    }),
+                };
+                drop(ids);
+                Some(Caller {
+                    instance: Some(inst),
+                    principal,
+                    user,
+                })
+            }
+        }
+    }
+
+    /// The channel called `name` in the caller's instance (no access check).
+    ///
+    /// # Errors
+    /// `InstanceNotFound`, `ChannelNotFound`.
+    pub fn channel(&self, caller: &Caller, name: &str) -> Result<Arc<Channel>, BrokerError> {
+        caller
+            .instance()?
+            .channel(name)
+            .filter(|c| !c.is_deleted())
             .ok_or_else(|| err(ErrorCode::ChannelNotFound, format!("no channel {name:?}")))
     }
 
-    /// Every channel, sorted by name.
-    pub fn channels(&self) -> Vec<Arc<Channel>> {
-        let mut all: Vec<_> = self
-            .channels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| a.name().cmp(b.name()));
-        all
-    }
-
-    /// Creates a channel from a JSON object.
-    ///
-    /// # Errors
-    /// `BadRequest`/`InvalidName` for bad fields, `ChannelExists`,
-    /// `LimitExceeded`, `StorageFull`/`Internal` when the log cannot be created.
-    pub fn create_channel(&self, json: &[u8]) -> Result<Arc<Channel>, BrokerError> {
-        let value = parse_json_object(json)?;
-        let mut next_id = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let now = self.clock.now_us();
-        let settings = ChannelSettings::from_create(&value, *next_id, now)?;
-        if self.channel(&settings.name).is_ok() {
-            return Err(err(
-                ErrorCode::ChannelExists,
-                format!("channel {:?} exists", settings.name),
-            ));
-        }
-        if self
-            .channels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-            >= limits::CHANNELS_MAX
-        {
-            return Err(err(
-                ErrorCode::LimitExceeded,
-                "too many channels (CHANNELS_MAX)",
-            ));
-        }
-        let mut cfg = self.log_config.clone();
-        if let Some(r) = settings.retention_us {
-            cfg.retention_us = r;
-        }
-        let (log, _) = ChannelLog::open(
-            &channel_dir(&self.data_dir, settings.id),
-            cfg,
-            self.clock.clone(),
-        )
-        .map_err(storage_to_wire)?;
-        let ch = Arc::new(Channel::new(settings, log.reader()));
-        *next_id += 1;
-        self.channels
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ch.name().to_string(), ch.clone());
-        if let Err(e) = self.save_channels(*next_id) {
-            self.channels
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(ch.name());
-            if let Err(e2) = log.destroy() {
-                tracing::error!(error = %e2, "could not remove the log of a channel whose creation failed");
-            }
-            return Err(storage_to_wire(e));
-        }
-        self.send_to_writer(WriterMsg::AddChannel {
-            id: ch.id,
-            log: Box::new(log),
-        });
-        Ok(ch)
-    }
-
-    /// Changes a channel's settings from a JSON object of fields.
-    ///
-    /// # Errors
-    /// `ChannelNotFound`, `BadRequest` for read-only or invalid fields.
-    pub fn update_channel(&self, name: &str, json: &[u8]) -> Result<Arc<Channel>, BrokerError> {
-        let value = parse_json_object(json)?;
-        let next_id = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let ch = self.channel(name)?;
-        let old = ch.settings();
-        let new = old.updated(&value, self.clock.now_us())?;
-        ch.set_settings(new.clone());
-        if let Err(e) = self.save_channels(*next_id) {
-            ch.set_settings(old);
-            return Err(storage_to_wire(e));
-        }
-        if new.retention_us != old.retention_us {
-            let retention_us = new.retention_us.unwrap_or(self.log_config.retention_us);
-            self.send_to_writer(WriterMsg::SetRetention {
-                id: ch.id,
-                retention_us,
-            });
-        }
-        Ok(ch)
-    }
-
-    /// Deletes a channel and its log; its subscriptions are closed.
-    ///
-    /// # Errors
-    /// `ChannelNotFound`, or `Internal` when the registry cannot be saved.
-    pub fn delete_channel(&self, name: &str) -> Result<(), BrokerError> {
-        let next_id = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let ch = self
-            .channels
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-            .ok_or_else(|| err(ErrorCode::ChannelNotFound, format!("no channel {name:?}")))?;
-        ch.mark_deleted();
-        if let Err(e) = self.save_channels(*next_id) {
-            tracing::error!(error = %e, "channel registry not saved after a delete");
-            return Err(storage_to_wire(e));
-        }
-        self.send_to_writer(WriterMsg::RemoveChannel { id: ch.id });
-        self.wake_all_io();
-        Ok(())
-    }
-
-    fn save_channels(&self, next_channel_id: u64) -> Result<(), StorageError> {
-        let snap = ChannelsSnapshot {
-            next_channel_id,
-            channels: self.channels().iter().map(|c| c.settings()).collect(),
+    /// What `caller` may do on `ch` now.
+    pub fn access(&self, caller: &Caller, ch: &Channel) -> Access {
+        let Ok(inst) = caller.instance() else {
+            return Access::default();
         };
-        meta::write_snapshot(&self.data_dir.join("meta/channels.snap"), &snap)
+        if inst.id() != ch.instance_id {
+            return Access::default();
+        }
+        let ids = inst.identities();
+        ch.with_settings(|s| access(caller, s, &ids))
     }
 
+    /// The channels of the caller's instance it may read, sorted by name.
+    ///
+    /// # Errors
+    /// `InstanceNotFound`.
+    pub fn visible_channels(&self, caller: &Caller) -> Result<Vec<Arc<Channel>>, BrokerError> {
+        let inst = caller.instance()?;
+        let ids = inst.identities();
+        Ok(inst
+            .channels()
+            .into_iter()
+            .filter(|c| c.with_settings(|s| access(caller, s, &ids)).read)
+            .collect())
+    }
     /// Queues a control message for the writer, waiting for room: control
     /// messages are rare and must not be lost.
     fn send_to_writer(&self, mut msg: WriterMsg) {
@@ -386,13 +513,16 @@ impl Broker {
     }
 }
 
-/// The directory of channel `id`'s log.
-pub fn channel_dir(data_dir: &Path, id: u64) -> PathBuf {
-    data_dir
-        .join("instances")
-        .join(DEFAULT_INSTANCE_ID.to_string())
+/// The directory of instance `instance_id`.
+pub fn instance_dir(data_dir: &Path, instance_id: u32) -> PathBuf {
+    data_dir.join("instances").join(instance_id.to_string())
+}
+
+/// The directory of the log of channel `local_id` of instance `instance_id`.
+pub fn channel_dir(data_dir: &Path, instance_id: u32, local_id: u64) -> PathBuf {
+    instance_dir(data_dir, instance_id)
         .join("channels")
-        .join(id.to_string())
+        .join(local_id.to_string())
 }
 
 /// Maps a storage error to what a client is told.

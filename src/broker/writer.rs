@@ -65,6 +65,12 @@ pub enum WriterMsg {
         /// Channel id.
         id: u64,
     },
+    /// Delete a directory (a deleted instance's), after the logs removed
+    /// before it in the queue.
+    RemoveDir {
+        /// The directory.
+        path: std::path::PathBuf,
+    },
     /// Change a channel's retention.
     SetRetention {
         /// Channel id.
@@ -228,6 +234,11 @@ impl Writer {
                         if let Err(e) = log.destroy() {
                             tracing::error!(channel = id, error = %e, "could not remove a deleted channel's log");
                         }
+                    }
+                }
+                WriterMsg::RemoveDir { path } => {
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::error!(dir = %path.display(), error = %e, "could not remove a deleted instance's directory");
                     }
                 }
                 WriterMsg::SetRetention { id, retention_us } => {

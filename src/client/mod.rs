@@ -70,6 +70,9 @@ pub struct ConnectOptions {
     pub key: String,
     /// A user key (empty: none).
     pub user_key: String,
+    /// The instance to work in (empty: the key's own, or `default` for a
+    /// server-wide admin key).
+    pub instance: String,
     /// Bound on the TCP connect (None: the system's).
     pub connect_timeout: Option<Duration>,
     /// Bound on waiting for any response, and on a blocked write (None: wait forever).
@@ -87,6 +90,7 @@ impl ConnectOptions {
             addr: addr.into(),
             key: key.into(),
             user_key: String::new(),
+            instance: String::new(),
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(30)),
             max_in_flight: MAX_IN_FLIGHT_DEFAULT,
@@ -107,6 +111,8 @@ pub struct ServerInfo {
     pub identity_kind: u8,
     /// The key's id.
     pub identity_id: u64,
+    /// The instance the connection works in (empty: none).
+    pub instance: String,
 }
 
 /// The acknowledgement of one `Publish` frame.
@@ -453,13 +459,14 @@ impl Client {
                 server_name: String::new(),
                 identity_kind: 0,
                 identity_id: 0,
+                instance: String::new(),
             },
         };
-        client.handshake(&options.key, &options.user_key)?;
+        client.handshake(options)?;
         Ok(client)
     }
 
-    fn handshake(&mut self, key: &str, user_key: &str) -> Result<()> {
+    fn handshake(&mut self, options: &ConnectOptions) -> Result<()> {
         let client_name = concat!("tidewire-rust/", env!("CARGO_PKG_VERSION"));
         let rid = self.send(&Request::Hello {
             version_min: 1,
@@ -477,16 +484,22 @@ impl Client {
         self.info.version = version;
         self.info.frame_len_max = frame_len_max.min(limits::FRAME_LEN_MAX);
         self.info.server_name = server_name;
-        let rid = self.send(&Request::Auth { key, user_key });
-        let (kind, id) = self.await_reply(rid, |r| match r {
+        let rid = self.send(&Request::Auth {
+            key: &options.key,
+            user_key: &options.user_key,
+            instance: &options.instance,
+        });
+        let (kind, id, instance) = self.await_reply(rid, |r| match r {
             Response::AuthOk {
                 identity_kind,
                 identity_id,
-            } => Ok((identity_kind, identity_id)),
+                instance,
+            } => Ok((identity_kind, identity_id, instance.to_owned())),
             other => Err(unexpected(&other)),
         })?;
         self.info.identity_kind = kind;
         self.info.identity_id = id;
+        self.info.instance = instance;
         Ok(())
     }
 
@@ -1232,20 +1245,20 @@ impl Client {
 
     fn json_reply(&mut self, rid: u32) -> Result<Value> {
         self.await_reply(rid, |r| match r {
-            Response::Channel { json } | Response::Channels { json } => {
-                serde_json::from_slice(json)
-                    .map_err(|e| ClientError::Protocol(format!("bad JSON from the server: {e}")))
-            }
+            Response::Channel { json }
+            | Response::Channels { json }
+            | Response::AdminResult { json } => serde_json::from_slice(json)
+                .map_err(|e| ClientError::Protocol(format!("bad JSON from the server: {e}"))),
             other => Err(unexpected(&other)),
         })
     }
 
     fn json_body(fields: &Value) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(fields)
-            .map_err(|e| ClientError::Invalid(format!("channel fields: {e}")))?;
+            .map_err(|e| ClientError::Invalid(format!("request fields: {e}")))?;
         if json.len() > limits::ADMIN_JSON_LEN_MAX {
             return Err(ClientError::Invalid(format!(
-                "channel fields are over {} bytes",
+                "request fields are over {} bytes",
                 limits::ADMIN_JSON_LEN_MAX
             )));
         }
@@ -1309,6 +1322,18 @@ impl Client {
             Response::Ok => Ok(()),
             other => Err(unexpected(&other)),
         })
+    }
+
+    /// Runs an administrative command: a JSON object with an `op`
+    /// (`instance.create`, `key.create`, `user.create`, `group.add_member`,
+    /// ...; `protocol.md`, section "Admin") and its fields.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] (`PermissionDenied`, `IdentityNotFound`, ...).
+    pub fn admin(&mut self, command: &Value) -> Result<Value> {
+        let json = Client::json_body(command)?;
+        let rid = self.send(&Request::Admin { json: &json });
+        self.json_reply(rid)
     }
 
     /// Round trip of a `Ping`.

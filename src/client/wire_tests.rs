@@ -50,8 +50,12 @@ impl Peer {
         );
         let (h, body) = self.frame();
         match decode_request(&h, &body).unwrap() {
-            Request::Auth { key, user_key } => {
-                assert_eq!((key, user_key), (KEY, ""));
+            Request::Auth {
+                key,
+                user_key,
+                instance,
+            } => {
+                assert_eq!((key, user_key, instance), (KEY, "", ""));
             }
             other => panic!("expected Auth, got {other:?}"),
         }
@@ -60,6 +64,7 @@ impl Peer {
             &Response::AuthOk {
                 identity_kind: 0,
                 identity_id: 1,
+                instance: "default",
             },
         );
     }

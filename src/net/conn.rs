@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 
-use crate::broker::{Channel, Identity};
+use crate::broker::{Access, Caller, Channel};
 use crate::limits;
 use crate::storage::Cursor;
 
@@ -62,7 +62,14 @@ pub struct Conn {
     /// Handshake phase.
     pub phase: Phase,
     /// Who the connection authenticated as.
-    pub identity: Option<Identity>,
+    pub caller: Option<Caller>,
+    /// The broker's access epoch `caller` was last checked at.
+    pub caller_epoch: u64,
+    /// Set when the caller's key was revoked: the next request fails with
+    /// `AuthFailed` and the connection may authenticate again.
+    pub revoked: bool,
+    /// The access to the channel used last: (channel id, epoch, access).
+    pub access_cache: Option<(u64, u64, Access)>,
     /// Subscriptions by client-chosen id.
     pub subs: HashMap<u32, Sub>,
     /// Publish requests queued for the writer and not yet completed.
@@ -96,7 +103,10 @@ impl Conn {
             wbuf: Vec::new(),
             wpos: 0,
             phase: Phase::Hello,
-            identity: None,
+            caller: None,
+            caller_epoch: 0,
+            revoked: false,
+            access_cache: None,
             subs: HashMap::new(),
             inflight: 0,
             deliveries_blocked: false,

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use super::conn::{Phase, Sub};
 use super::{ChannelSubs, IoThread};
 use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
-use crate::broker::{Channel, ChannelKind};
+use crate::broker::{Access, Caller, Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
 use crate::storage::Order;
@@ -149,10 +149,8 @@ impl IoThread {
             }
             (Request::Auth { .. }, Phase::Ready) => return Err(bad("already authenticated")),
             (Request::Auth { .. }, _) => {}
-            (_, Phase::Auth) => {
-                return Err(WireError::new(ErrorCode::AuthRequired, "send Auth first"))
-            }
-            (_, Phase::Ready) => {}
+            (_, Phase::Auth) => return Err(self.unauthenticated(index)),
+            (_, Phase::Ready) => self.check_caller(index)?,
         }
         match request {
             Request::Hello {
@@ -179,19 +177,33 @@ impl IoThread {
                     },
                 );
             }
-            Request::Auth { key, user_key } => {
-                let identity = self.broker.authenticate(key, user_key)?;
+            Request::Auth {
+                key,
+                user_key,
+                instance,
+            } => {
+                let caller = self.broker.authenticate(instance, key, user_key)?;
+                let (identity_kind, identity_id) = caller.wire();
+                let instance = caller
+                    .instance
+                    .as_ref()
+                    .map(|i| i.name().to_string())
+                    .unwrap_or_default();
+                let epoch = self.broker.epoch();
                 if let Some(c) = self.conns.get_mut(index) {
                     c.phase = Phase::Ready;
-                    c.identity = Some(identity);
+                    c.caller = Some(caller);
+                    c.caller_epoch = epoch;
+                    c.revoked = false;
+                    c.access_cache = None;
                 }
-                let (identity_kind, identity_id) = identity.wire();
                 self.respond(
                     index,
                     id,
                     &Response::AuthOk {
                         identity_kind,
                         identity_id,
+                        instance: &instance,
                     },
                 );
             }
@@ -217,7 +229,7 @@ impl IoThread {
                         format!("no subscription {sub_id}"),
                     )
                 })?;
-                self.forget_member(sub.channel.id, index, generation);
+                self.forget_member(sub.channel.id, index, generation, sub_id);
                 self.respond(index, id, &Response::Unsubscribed { sub_id });
             }
             Request::History {
@@ -228,8 +240,10 @@ impl IoThread {
                 before_id,
                 limit,
             } => {
-                let ch = self.lookup(channel)?;
+                let ch = self.lookup(index, channel)?;
+                self.access(index, &ch)?.check_read()?;
                 let room = check_room(&ch, room)?;
+                let viewer = self.viewer(index);
                 let order = if newest_first {
                     Order::NewestFirst
                 } else {
@@ -247,12 +261,13 @@ impl IoThread {
                 let mut count = 0u32;
                 let wbuf = &mut conn.wbuf;
                 let budget = limits::FRAME_LEN_MAX as usize;
-                ch.reader().page(
+                ch.reader().page_as(
                     room.as_deref(),
                     (after_id > 0).then_some(after_id),
                     (before_id > 0).then_some(before_id),
                     order,
                     limit as usize,
+                    Some(viewer.as_deref()),
                     &mut |raw| {
                         if wbuf.len() - start + raw.len() > budget {
                             return false;
@@ -269,43 +284,134 @@ impl IoThread {
                 channel,
                 id: msg_id,
             } => {
-                let ch = self.lookup(channel)?;
+                let ch = self.lookup(index, channel)?;
+                self.access(index, &ch)?.check_read()?;
+                let viewer = self.viewer(index);
                 let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
                 let wbuf = &mut conn.wbuf;
-                ch.reader()
-                    .get(msg_id, |raw| {
-                        wire::encode_response(wbuf, id, &Response::Message { record: raw })
-                    })
-                    .ok_or_else(|| {
-                        WireError::new(ErrorCode::MessageNotFound, format!("no message {msg_id}"))
-                    })?;
+                let found = ch.reader().get(msg_id, |raw| {
+                    let shown = record::visible(raw, viewer.as_deref());
+                    if shown {
+                        wire::encode_response(wbuf, id, &Response::Message { record: raw });
+                    }
+                    shown
+                });
+                if found != Some(true) {
+                    return Err(WireError::new(
+                        ErrorCode::MessageNotFound,
+                        format!("no message {msg_id}"),
+                    ));
+                }
             }
             Request::ChannelCreate { json } => {
-                let ch = self.broker.create_channel(json)?;
+                let ch = self.broker.create_channel(self.caller(index)?, json)?;
                 self.respond_channel(index, id, &ch);
             }
             Request::ChannelGet { name } => {
-                let ch = self.broker.channel(name)?;
+                let ch = self.lookup(index, name)?;
+                self.access(index, &ch)?.check_read()?;
                 self.respond_channel(index, id, &ch);
             }
             Request::ChannelList => {
-                let list: Vec<serde_json::Value> =
-                    self.broker.channels().iter().map(|c| c.to_json()).collect();
+                let list: Vec<serde_json::Value> = self
+                    .broker
+                    .visible_channels(self.caller(index)?)?
+                    .iter()
+                    .map(|c| c.to_json())
+                    .collect();
                 let json = serde_json::to_vec(&list)
                     .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
                 self.respond(index, id, &Response::Channels { json: &json });
             }
             Request::ChannelUpdate { name, json } => {
-                let ch = self.broker.update_channel(name, json)?;
+                let ch = self
+                    .broker
+                    .update_channel(self.caller(index)?, name, json)?;
                 self.respond_channel(index, id, &ch);
             }
             Request::ChannelDelete { name } => {
-                self.broker.delete_channel(name)?;
-                self.channel_cache.remove(name);
+                self.broker.delete_channel(self.caller(index)?, name)?;
                 self.respond(index, id, &Response::Ok);
+            }
+            Request::Admin { json } => {
+                let out = self.broker.admin(self.caller(index)?, json)?;
+                let json = serde_json::to_vec(&out)
+                    .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+                self.respond(index, id, &Response::AdminResult { json: &json });
             }
         }
         Ok(Next::Continue)
+    }
+
+    /// The error for a request that needs a key, on a connection that has none.
+    fn unauthenticated(&self, index: usize) -> WireError {
+        if self.conns.get(index).is_some_and(|c| c.revoked) {
+            WireError::new(ErrorCode::AuthFailed, "the key was revoked")
+        } else {
+            WireError::new(ErrorCode::AuthRequired, "send Auth first")
+        }
+    }
+
+    /// Makes sure the connection's caller is current: when the broker's
+    /// access epoch moved, the caller is looked up again; a revoked key
+    /// ends the authentication (and every subscription) of the connection.
+    ///
+    /// # Errors
+    /// `AuthFailed` when the key, user or instance is gone.
+    fn check_caller(&mut self, index: usize) -> Result<(), WireError> {
+        let epoch = self.broker.epoch();
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        if conn.caller_epoch == epoch {
+            return Ok(());
+        }
+        let fresh = conn.caller.as_ref().and_then(|c| self.broker.refresh(c));
+        conn.caller_epoch = epoch;
+        conn.access_cache = None;
+        match fresh {
+            Some(c) => {
+                conn.caller = Some(c);
+                Ok(())
+            }
+            None => {
+                self.revoke(index);
+                Err(self.unauthenticated(index))
+            }
+        }
+    }
+
+    /// The connection's (checked) caller.
+    fn caller(&self, index: usize) -> Result<&Caller, WireError> {
+        self.conns
+            .get(index)
+            .and_then(|c| c.caller.as_ref())
+            .ok_or_else(|| WireError::new(ErrorCode::AuthRequired, "send Auth first"))
+    }
+
+    /// The user name message targeting is evaluated for.
+    fn viewer(&self, index: usize) -> Option<Box<[u8]>> {
+        self.caller(index)
+            .ok()
+            .and_then(|c| c.viewer())
+            .map(Box::from)
+    }
+
+    /// What the connection's caller may do on `ch`, from the one-entry
+    /// cache while the access epoch stands still.
+    fn access(&mut self, index: usize, ch: &Channel) -> Result<Access, WireError> {
+        let epoch = self.broker.epoch();
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        if let Some((cid, e, a)) = conn.access_cache {
+            if cid == ch.id && e == epoch {
+                return Ok(a);
+            }
+        }
+        let caller = conn
+            .caller
+            .as_ref()
+            .ok_or_else(|| WireError::new(ErrorCode::AuthRequired, "send Auth first"))?;
+        let a = self.broker.access(caller, ch);
+        conn.access_cache = Some((ch.id, epoch, a));
+        Ok(a)
     }
 
     fn respond_channel(&mut self, index: usize, id: u32, ch: &Channel) {
@@ -319,18 +425,24 @@ impl IoThread {
         );
     }
 
-    fn lookup(&mut self, name: &str) -> Result<Arc<Channel>, WireError> {
-        if let Some(ch) = self.channel_cache.get(name) {
+    /// The channel `name` of the caller's instance, through this thread's cache.
+    fn lookup(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
+        let caller = self.caller(index)?;
+        let instance = caller.instance()?.id();
+        if let Some(ch) = self.channel_cache.get(&instance).and_then(|m| m.get(name)) {
             if !ch.is_deleted() {
                 return Ok(ch.clone());
             }
-            self.channel_cache.remove(name);
         }
-        let ch = self.broker.channel(name)?;
-        if self.channel_cache.len() >= limits::CHANNELS_MAX {
+        let ch = self.broker.channel(caller, name)?;
+        if self.channel_cache_len >= limits::CHANNELS_MAX {
             self.channel_cache.clear();
+            self.channel_cache_len = 0;
         }
-        self.channel_cache.insert(name.to_string(), ch.clone());
+        let slot = self.channel_cache.entry(instance).or_default();
+        if slot.insert(name.to_string(), ch.clone()).is_none() {
+            self.channel_cache_len += 1;
+        }
         Ok(ch)
     }
 
@@ -343,18 +455,15 @@ impl IoThread {
         count: u32,
         region: &[u8],
     ) -> Result<Next, WireError> {
-        let ch = self.lookup(channel)?;
-        if !ch.custom_publish() {
+        let ch = self.lookup(index, channel)?;
+        if ch.is_eventlog() {
             return Err(WireError::new(
-                ErrorCode::CustomPublishDisabled,
-                "custom publish is not allowed on this channel",
+                ErrorCode::PermissionDenied,
+                "nothing may be published to the eventlog channel",
             ));
         }
-        let conn = self.conns.get(index).ok_or_else(|| bad("gone"))?;
-        let identity = conn
-            .identity
-            .ok_or_else(|| WireError::new(ErrorCode::AuthRequired, "send Auth first"))?;
-        let author = identity.author();
+        self.access(index, &ch)?.check_publish()?;
+        let author = self.caller(index)?.author();
         let ranges = wire::split_messages(region, count)?;
         let mut data = BytesMut::from(region);
         for (i, &(s, e)) in ranges.iter().enumerate() {
@@ -408,8 +517,10 @@ impl IoThread {
         room: &str,
         start: Start,
     ) -> Result<(), WireError> {
-        let ch = self.lookup(channel)?;
+        let ch = self.lookup(index, channel)?;
+        self.access(index, &ch)?.check_read()?;
         let room = check_room(&ch, room)?;
+        let viewer = self.viewer(index);
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
         if conn.subs.contains_key(&sub_id) {
             return Err(WireError::new(
@@ -431,7 +542,9 @@ impl IoThread {
             Start::Earliest => reader.oldest_id().saturating_sub(1),
             Start::AtTime(t) => reader.first_id_at_or_after(t).saturating_sub(1),
         };
-        let cursor = reader.cursor(after, room.as_deref());
+        let cursor = reader
+            .cursor(after, room.as_deref())
+            .viewing_as(viewer.as_deref());
         let next_id = cursor.next_id();
         let generation = conn.generation;
         conn.subs.insert(

@@ -55,7 +55,12 @@ pub struct IoThread {
     conns: Slab<Conn>,
     next_generation: u64,
     channel_subs: HashMap<u64, ChannelSubs>,
-    channel_cache: HashMap<String, Arc<Channel>>,
+    /// Channels looked up by this thread: instance id → name → channel.
+    channel_cache: HashMap<u32, HashMap<String, Arc<Channel>>>,
+    /// Entries in `channel_cache` (bounded by `CHANNELS_MAX`).
+    channel_cache_len: usize,
+    /// The broker's access epoch subscriptions were last checked at.
+    seen_epoch: u64,
     /// Connections with unhandled input or a stalled publish.
     again: Vec<usize>,
     /// Connections whose write buffer grew since the last flush pass.
@@ -88,6 +93,8 @@ impl IoThread {
             next_generation: 1,
             channel_subs: HashMap::new(),
             channel_cache: HashMap::new(),
+            channel_cache_len: 0,
+            seen_epoch: 0,
             again: Vec::new(),
             dirty: Vec::new(),
         })
@@ -129,6 +136,7 @@ impl IoThread {
             self.link.wake_pending.store(false, Ordering::Release);
             self.take_handoffs();
             self.drain_completions();
+            self.revalidate();
             self.run_again();
             self.fan_out();
             self.flush_dirty();
@@ -457,7 +465,9 @@ impl IoThread {
         let Some(cs) = self.channel_subs.remove(&channel_id) else {
             return;
         };
-        self.channel_cache.retain(|_, c| c.id != channel_id);
+        for m in self.channel_cache.values_mut() {
+            m.retain(|_, c| c.id != channel_id);
+        }
         for (index, generation, sub_id) in cs.members {
             let Some(conn) = self.conns.get_mut(index) else {
                 continue;
@@ -476,6 +486,95 @@ impl IoThread {
             );
             self.mark_dirty(index);
         }
+    }
+
+    /// Re-checks, once per move of the broker's access epoch, every
+    /// connection that holds subscriptions: a connection whose key is gone
+    /// loses its authentication and subscriptions; a subscription its caller
+    /// may no longer read ends with `SubscriptionClosed` (`PermissionDenied`).
+    /// Connections without subscriptions are re-checked at their next request.
+    fn revalidate(&mut self) {
+        let epoch = self.broker.epoch();
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        let indexes: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.subs.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        for index in indexes {
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            let fresh = conn.caller.as_ref().and_then(|c| self.broker.refresh(c));
+            conn.caller_epoch = epoch;
+            conn.access_cache = None;
+            let Some(caller) = fresh else {
+                self.revoke(index);
+                continue;
+            };
+            let denied: Vec<u32> = conn
+                .subs
+                .iter()
+                .filter(|(_, sub)| !self.broker.access(&caller, &sub.channel).read)
+                .map(|(&id, _)| id)
+                .collect();
+            conn.caller = Some(caller);
+            for sub_id in denied {
+                self.end_sub(
+                    index,
+                    sub_id,
+                    ErrorCode::PermissionDenied,
+                    "access to the channel was revoked",
+                );
+            }
+        }
+    }
+
+    /// Ends a connection's authentication after its key was revoked: every
+    /// subscription closes, and the next request fails with `AuthFailed`.
+    pub(crate) fn revoke(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        conn.caller = None;
+        conn.phase = conn::Phase::Auth;
+        conn.revoked = true;
+        conn.access_cache = None;
+        let ids: Vec<u32> = conn.subs.keys().copied().collect();
+        for sub_id in ids {
+            self.end_sub(
+                index,
+                sub_id,
+                ErrorCode::PermissionDenied,
+                "the key was revoked",
+            );
+        }
+    }
+
+    /// Ends one subscription from the server's side.
+    fn end_sub(&mut self, index: usize, sub_id: u32, code: ErrorCode, message: &str) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(sub) = conn.subs.remove(&sub_id) else {
+            return;
+        };
+        let generation = conn.generation;
+        wire::encode_response(
+            &mut conn.wbuf,
+            0,
+            &Response::SubscriptionClosed {
+                sub_id,
+                code,
+                message,
+            },
+        );
+        self.forget_member(sub.channel.id, index, generation, sub_id);
+        self.mark_dirty(index);
     }
 
     /// Copies records from one subscription's cursor into its connection's
@@ -532,16 +631,16 @@ impl IoThread {
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
             tracing::debug!(error = %e, "deregister failed");
         }
-        for sub in conn.subs.values() {
-            self.forget_member(sub.channel.id, index, conn.generation);
+        for (&sub_id, sub) in &conn.subs {
+            self.forget_member(sub.channel.id, index, conn.generation, sub_id);
         }
         self.broker.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn forget_member(&mut self, channel_id: u64, index: usize, generation: u64) {
+    fn forget_member(&mut self, channel_id: u64, index: usize, generation: u64, sub_id: u32) {
         if let Some(cs) = self.channel_subs.get_mut(&channel_id) {
             cs.members
-                .retain(|&(i, g, _)| !(i == index && g == generation));
+                .retain(|&(i, g, s)| !(i == index && g == generation && s == sub_id));
             if cs.members.is_empty() {
                 self.channel_subs.remove(&channel_id);
             }

@@ -809,6 +809,19 @@ impl ChannelLog {
     }
 }
 
+/// Hands one record of a page to `f`; true when the page is complete
+/// (`f` said stop, or `left` reached 0). Records `f` skips (`None`) do not
+/// count.
+fn take(f: &mut dyn FnMut(&[u8]) -> Option<bool>, raw: &[u8], left: &mut usize) -> bool {
+    match f(raw) {
+        None => false,
+        Some(go_on) => {
+            *left -= 1;
+            !go_on || *left == 0
+        }
+    }
+}
+
 /// Bytes of the mapping faulted in ahead of the write position.
 const PREFAULT_BYTES: u64 = limits::SEGMENT_PREFAULT_BYTES;
 
@@ -859,6 +872,30 @@ impl LogReader {
         limit: usize,
         f: &mut dyn FnMut(&[u8]) -> bool,
     ) {
+        self.page_as(room, after, before, order, limit, None, f);
+    }
+
+    /// [`LogReader::page`] as seen by a caller: with `Some(viewer)`, records
+    /// targeted away from that viewer (`pm_users`, `exclude_users`; see
+    /// `record::visible`) are skipped and do not count towards `limit`.
+    #[allow(clippy::too_many_arguments)] // the bounds of one page, kept flat like `page`
+    pub fn page_as(
+        &self,
+        room: Option<&[u8]>,
+        after: Option<u64>,
+        before: Option<u64>,
+        order: Order,
+        limit: usize,
+        viewer: Option<Option<&[u8]>>,
+        f: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
+        let mut filtered = |raw: &[u8]| -> Option<bool> {
+            match viewer {
+                Some(v) if !record::visible(raw, v) => None,
+                _ => Some(f(raw)),
+            }
+        };
+        let f = &mut filtered;
         let head = self.head_id();
         let lo = after
             .map_or(1, |a| a.saturating_add(1))
@@ -882,7 +919,7 @@ impl LogReader {
         hi: u64,
         order: Order,
         left: &mut usize,
-        f: &mut dyn FnMut(&[u8]) -> bool,
+        f: &mut dyn FnMut(&[u8]) -> Option<bool>,
     ) {
         let mut segs = self.shared.segments();
         segs.retain(|s| s.first_id <= hi && s.last_id() >= lo);
@@ -899,15 +936,20 @@ impl LogReader {
                 let Some(raw) = record_at(&seg, pos, committed) else {
                     continue;
                 };
-                *left -= 1;
-                if !f(raw) || *left == 0 {
+                if take(f, raw, left) {
                     return;
                 }
             }
         }
     }
 
-    fn page_forward(&self, lo: u64, hi: u64, left: &mut usize, f: &mut dyn FnMut(&[u8]) -> bool) {
+    fn page_forward(
+        &self,
+        lo: u64,
+        hi: u64,
+        left: &mut usize,
+        f: &mut dyn FnMut(&[u8]) -> Option<bool>,
+    ) {
         let mut seg = self.shared.segment_for(lo);
         let mut pos = seek_id(&seg, lo);
         loop {
@@ -921,8 +963,7 @@ impl LogReader {
                 if id < lo {
                     continue;
                 }
-                *left -= 1;
-                if !f(raw) || *left == 0 {
+                if take(f, raw, left) {
                     return;
                 }
             }
@@ -936,7 +977,13 @@ impl LogReader {
         }
     }
 
-    fn page_backward(&self, lo: u64, hi: u64, left: &mut usize, f: &mut dyn FnMut(&[u8]) -> bool) {
+    fn page_backward(
+        &self,
+        lo: u64,
+        hi: u64,
+        left: &mut usize,
+        f: &mut dyn FnMut(&[u8]) -> Option<bool>,
+    ) {
         let mut cur_hi = hi;
         let mut block: Vec<(u64, u64)> = Vec::new();
         for seg in self.shared.segments().iter().rev() {
@@ -967,8 +1014,7 @@ impl LogReader {
                     pos += raw.len() as u64;
                 }
                 for &(s, e) in block.iter().rev() {
-                    *left -= 1;
-                    if !f(seg.committed_bytes(s, e)) || *left == 0 {
+                    if take(f, seg.committed_bytes(s, e), left) {
                         return;
                     }
                 }
@@ -996,6 +1042,7 @@ impl LogReader {
             pos,
             next_id: target,
             room: room.map(Box::from),
+            viewer: None,
         };
         if let Some(room) = room {
             cursor.jump_to_room(room);
@@ -1034,9 +1081,18 @@ pub struct Cursor {
     pos: u64,
     next_id: u64,
     room: Option<Box<[u8]>>,
+    /// `Some(viewer)`: skip records targeted away from that viewer.
+    viewer: Option<Option<Box<[u8]>>>,
 }
 
 impl Cursor {
+    /// This cursor, handing out only the records `viewer` may see
+    /// (`record::visible`; `None`: a caller without a user).
+    pub fn viewing_as(mut self, viewer: Option<&[u8]>) -> Cursor {
+        self.viewer = Some(viewer.map(Box::from));
+        self
+    }
+
     /// The id of the next record this cursor will hand out (room cursors:
     /// a lower bound).
     pub fn next_id(&self) -> u64 {
@@ -1149,12 +1205,17 @@ impl Cursor {
             if bytes + len > budget && !taking_first {
                 break;
             }
-            let matches = match &self.room {
+            let in_room = match &self.room {
                 None => true,
                 Some(room) => RecordView::parse_trusted(raw)
                     .map(|v| v.room() == Some(&room[..]))
                     .unwrap_or(false),
             };
+            let matches = in_room
+                && match &self.viewer {
+                    None => true,
+                    Some(v) => record::visible(raw, v.as_deref()),
+                };
             if !matches {
                 if run_start < pos {
                     f(seg.committed_bytes(run_start, pos));

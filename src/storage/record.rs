@@ -705,6 +705,20 @@ impl<'a> RecordView<'a> {
     }
 }
 
+/// May `viewer` see the record `raw` (a whole record below a published
+/// head)? Records without `pm_users` / `exclude_users` answer from their
+/// flag word alone, without being parsed.
+pub fn visible(raw: &[u8], viewer: Option<&[u8]>) -> bool {
+    let flags = match raw.get(26..28) {
+        Some(f) => u16::from_le_bytes([f[0], f[1]]),
+        None => return false,
+    };
+    if flags & (FLAG_PM_USERS | FLAG_EXCLUDE_USERS) == 0 {
+        return true;
+    }
+    RecordView::parse_trusted(raw).is_ok_and(|v| v.visible_to(viewer))
+}
+
 /// Iterates the names of a `pm_users` / `exclude_users` list.
 #[derive(Debug, Clone)]
 pub struct NameIter<'a> {

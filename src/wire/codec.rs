@@ -117,6 +117,7 @@ pub fn decode_request<'a>(header: &FrameHeader, body: &'a [u8]) -> Result<Reques
         Opcode::Auth => Request::Auth {
             key: r.str(limits::KEY_LEN_MAX, "key")?,
             user_key: r.str(limits::KEY_LEN_MAX, "user_key")?,
+            instance: r.str(limits::INSTANCE_NAME_LEN_MAX, "instance")?,
         },
         Opcode::Ping => Request::Ping {
             data: r.rest_max(limits::PING_DATA_LEN_MAX, "ping data")?,
@@ -153,6 +154,9 @@ pub fn decode_request<'a>(header: &FrameHeader, body: &'a [u8]) -> Result<Reques
         },
         Opcode::ChannelDelete => Request::ChannelDelete {
             name: r.str(limits::CHANNEL_NAME_LEN_MAX, "name")?,
+        },
+        Opcode::Admin => Request::Admin {
+            json: r.json("admin json")?,
         },
         _ => unreachable!("filtered by is_request"),
     };
@@ -350,9 +354,11 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u32, response: &Response<'
         Response::AuthOk {
             identity_kind,
             identity_id,
+            instance,
         } => {
             out.push(*identity_kind);
             put_u64(out, *identity_id);
+            put_str(out, instance);
         }
         Response::Pong { data } => out.extend_from_slice(data),
         Response::Ok => {}
@@ -387,7 +393,9 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u32, response: &Response<'
             out.extend_from_slice(records);
         }
         Response::Message { record } => out.extend_from_slice(record),
-        Response::Channel { json } | Response::Channels { json } => out.extend_from_slice(json),
+        Response::Channel { json }
+        | Response::Channels { json }
+        | Response::AdminResult { json } => out.extend_from_slice(json),
         Response::Deliver {
             sub_id,
             count,
@@ -436,6 +444,7 @@ fn response_opcode(response: &Response<'_>) -> Opcode {
         Response::Message { .. } => Opcode::Message,
         Response::Channel { .. } => Opcode::Channel,
         Response::Channels { .. } => Opcode::Channels,
+        Response::AdminResult { .. } => Opcode::AdminResult,
         Response::Deliver { .. } => Opcode::Deliver,
         Response::Gap { .. } => Opcode::Gap,
         Response::SubscriptionClosed { .. } => Opcode::SubscriptionClosed,
@@ -470,9 +479,14 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u32, request: &Request<'_>)
             put_u16(out, *version_max);
             put_str(out, clip(client_name, limits::CLIENT_NAME_LEN_MAX));
         }
-        Request::Auth { key, user_key } => {
+        Request::Auth {
+            key,
+            user_key,
+            instance,
+        } => {
             put_str(out, key);
             put_str(out, user_key);
+            put_str(out, instance);
         }
         Request::Ping { data } => out.extend_from_slice(data),
         Request::Publish { .. } => panic!("encode_request: use encode_publish for Publish"),
@@ -512,6 +526,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u32, request: &Request<'_>)
         Request::ChannelCreate { json } => out.extend_from_slice(json),
         Request::ChannelGet { name } | Request::ChannelDelete { name } => put_str(out, name),
         Request::ChannelList => {}
+        Request::Admin { json } => out.extend_from_slice(json),
         Request::ChannelUpdate { name, json } => {
             put_str(out, name);
             out.extend_from_slice(json);
@@ -535,6 +550,7 @@ fn request_opcode(request: &Request<'_>) -> Opcode {
         Request::ChannelList => Opcode::ChannelList,
         Request::ChannelUpdate { .. } => Opcode::ChannelUpdate,
         Request::ChannelDelete { .. } => Opcode::ChannelDelete,
+        Request::Admin { .. } => Opcode::Admin,
     }
 }
 
@@ -623,6 +639,7 @@ pub fn decode_response<'a>(
             Response::AuthOk {
                 identity_kind,
                 identity_id: r.u64("identity_id")?,
+                instance: r.str(limits::INSTANCE_NAME_LEN_MAX, "instance")?,
             }
         }
         Opcode::Pong => Response::Pong {
@@ -654,6 +671,7 @@ pub fn decode_response<'a>(
         }
         Opcode::Channel => Response::Channel { json: r.rest() },
         Opcode::Channels => Response::Channels { json: r.rest() },
+        Opcode::AdminResult => Response::AdminResult { json: r.rest() },
         Opcode::Deliver => {
             let sub_id = r.u32("sub_id")?;
             let count = r.u32("count")?;
@@ -972,6 +990,7 @@ impl Opcode {
         Opcode::ChannelList,
         Opcode::ChannelUpdate,
         Opcode::ChannelDelete,
+        Opcode::Admin,
         Opcode::HelloOk,
         Opcode::AuthOk,
         Opcode::Pong,
@@ -983,6 +1002,7 @@ impl Opcode {
         Opcode::Message,
         Opcode::Channel,
         Opcode::Channels,
+        Opcode::AdminResult,
         Opcode::Deliver,
         Opcode::Gap,
         Opcode::SubscriptionClosed,
@@ -1025,6 +1045,10 @@ impl ErrorCode {
         ErrorCode::CustomPublishDisabled,
         ErrorCode::MessageNotFound,
         ErrorCode::InvalidName,
+        ErrorCode::InstanceNotFound,
+        ErrorCode::InstanceExists,
+        ErrorCode::IdentityNotFound,
+        ErrorCode::IdentityExists,
         ErrorCode::LimitExceeded,
         ErrorCode::SubscriptionExists,
         ErrorCode::UnknownSubscription,
@@ -1095,6 +1119,12 @@ mod tests {
             Request::Auth {
                 key: "k".repeat(limits::KEY_LEN_MAX).leak(),
                 user_key: "",
+                instance: "",
+            },
+            Request::Auth {
+                key: "k",
+                user_key: "u",
+                instance: "acme",
             },
             Request::Ping { data: b"abc" },
             Request::Ping { data: b"" },
@@ -1153,6 +1183,9 @@ mod tests {
                 json: br#"{"description":"x"}"#,
             },
             Request::ChannelDelete { name: "news" },
+            Request::Admin {
+                json: br#"{"op":"instance.list"}"#,
+            },
         ]
     }
 
@@ -1171,6 +1204,7 @@ mod tests {
                 Response::AuthOk {
                     identity_kind: 0,
                     identity_id: 1,
+                    instance: "default",
                 },
             ),
             (3, Response::Pong { data: b"abc" }),
@@ -1216,6 +1250,7 @@ mod tests {
             ),
             (10, Response::Channel { json: b"{}" }),
             (11, Response::Channels { json: b"[]" }),
+            (11, Response::AdminResult { json: b"{}" }),
             (
                 0,
                 Response::Deliver {
@@ -1620,7 +1655,7 @@ mod tests {
                 cat(&[&[0; 4], &5u64.to_le_bytes(), &5u64.to_le_bytes()]),
                 "oldest_id",
             ),
-            (0x82, 1, cat(&[&[3], &[0; 8]]), "identity_kind"),
+            (0x82, 1, cat(&[&[3], &[0; 8], &[0, 0]]), "identity_kind"),
             (
                 0xFF,
                 1,

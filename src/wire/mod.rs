@@ -62,6 +62,8 @@ pub enum Opcode {
     ChannelUpdate = 0x43,
     /// Client: delete a channel and its log.
     ChannelDelete = 0x44,
+    /// Client: an administrative command (instances, keys, users, groups) as JSON.
+    Admin = 0x50,
     /// Server: the negotiated version.
     HelloOk = 0x81,
     /// Server: authentication succeeded.
@@ -84,6 +86,8 @@ pub enum Opcode {
     Channel = 0xC0,
     /// Server: a list of channels (JSON array).
     Channels = 0xC1,
+    /// Server: the JSON result of an `Admin` command.
+    AdminResult = 0xC2,
     /// Server push: records for a subscription.
     Deliver = 0xE0,
     /// Server push: a subscription's next id left retention.
@@ -132,6 +136,14 @@ pub enum ErrorCode {
     MessageNotFound = 24,
     /// A channel or room name is not valid.
     InvalidName = 25,
+    /// No instance by that name (or the connection has no instance).
+    InstanceNotFound = 26,
+    /// An instance by that name exists already.
+    InstanceExists = 27,
+    /// No key, user or group with that id or name in the instance.
+    IdentityNotFound = 28,
+    /// A user or group by that name exists already in the instance.
+    IdentityExists = 29,
     /// A named limit was reached (subscriptions, channels, connections, ...).
     LimitExceeded = 30,
     /// The subscription id is already in use on this connection.
@@ -237,6 +249,9 @@ pub enum Request<'a> {
         key: &'a str,
         /// An optional user key (empty: none).
         user_key: &'a str,
+        /// The instance to work in (empty: the key's own, or `default` for a
+        /// server-wide admin key).
+        instance: &'a str,
     },
     /// Echo request.
     Ping {
@@ -316,6 +331,11 @@ pub enum Request<'a> {
         /// Channel name.
         name: &'a str,
     },
+    /// An administrative command: a JSON object with an `op` key.
+    Admin {
+        /// The JSON object (UTF-8).
+        json: &'a [u8],
+    },
 }
 
 /// A server frame, borrowing from the frame body (what a client decodes).
@@ -338,6 +358,8 @@ pub enum Response<'a> {
         identity_kind: u8,
         /// The key's id.
         identity_id: u64,
+        /// The instance the connection works in (empty: none).
+        instance: &'a str,
     },
     /// Echo reply.
     Pong {
@@ -390,6 +412,11 @@ pub enum Response<'a> {
     /// Channels as a JSON array.
     Channels {
         /// The JSON array.
+        json: &'a [u8],
+    },
+    /// The result of an `Admin` command (JSON).
+    AdminResult {
+        /// The JSON value.
         json: &'a [u8],
     },
     /// Pushed records of a subscription.

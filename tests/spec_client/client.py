@@ -4,7 +4,9 @@
 Run by tests/spec_client.rs against a real server: it performs the handshake,
 creates a channel, subscribes from the earliest message, publishes a batch
 with acknowledgements, reads the pushed records (checking every CRC), reads a
-history page and triggers an error, then prints one line per check.
+history page and triggers an error; then creates an instance, an API key, a
+user and a channel there with Admin commands, and checks what that API key and
+user may do. It prints one line per check.
 """
 import json
 import socket
@@ -14,10 +16,10 @@ import zlib
 
 OP_HELLO, OP_AUTH, OP_PING = 0x01, 0x02, 0x03
 OP_PUBLISH, OP_SUBSCRIBE, OP_HISTORY = 0x10, 0x20, 0x30
-OP_CHANNEL_CREATE = 0x40
+OP_CHANNEL_CREATE, OP_ADMIN = 0x40, 0x50
 OP_HELLO_OK, OP_AUTH_OK, OP_PONG = 0x81, 0x82, 0x83
 OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
-OP_CHANNEL, OP_DELIVER, OP_ERROR = 0xC0, 0xE0, 0xFF
+OP_CHANNEL, OP_ADMIN_RESULT, OP_DELIVER, OP_ERROR = 0xC0, 0xC2, 0xE0, 0xFF
 FLAG_ROOM = 1 << 3
 
 
@@ -93,14 +95,55 @@ def records(buf, count):
     return out
 
 
-def main(addr, key):
+def connect(addr, key, user_key="", instance=""):
     c = Conn(addr)
     op, body = c.reply(c.send(OP_HELLO, struct.pack("<HH", 1, 1) + s16("spec-client.py")))
     assert op == OP_HELLO_OK and struct.unpack("<H", body[:2])[0] == 1
-    print("hello ok")
-    op, body = c.reply(c.send(OP_AUTH, s16(key) + s16("")))
+    op, body = c.reply(c.send(OP_AUTH, s16(key) + s16(user_key) + s16(instance)))
     assert op == OP_AUTH_OK, body
-    print("auth ok kind=%d" % body[0])
+    kind = body[0]
+    (name_len,) = struct.unpack("<H", body[9:11])
+    return c, kind, body[11 : 11 + name_len].decode()
+
+
+def admin(c, command):
+    op, body = c.reply(c.send(OP_ADMIN, json.dumps(command).encode()))
+    assert op == OP_ADMIN_RESULT, body
+    return json.loads(body)
+
+
+def tenancy(addr, key):
+    root, _, _ = connect(addr, key)
+    admin(root, {"op": "instance.create", "name": "pyinst"})
+    c, kind, instance = connect(addr, key, instance="pyinst")
+    assert (kind, instance) == (0, "pyinst"), (kind, instance)
+    api = admin(c, {"op": "key.create", "description": "py"})
+    user = admin(c, {"op": "user.create", "username": "ada"})
+    assert len(api["key"]) == 40 and len(user["user_key"]) == 40
+    listed = admin(c, {"op": "key.list", "kind": "api"})
+    assert [k["id"] for k in listed] == [api["id"]] and "key" not in listed[0]
+    create = {"name": "readonly", "other_permissions": "subscribe"}
+    op, _ = c.reply(c.send(OP_CHANNEL_CREATE, json.dumps(create).encode()))
+    assert op == OP_CHANNEL
+    u, kind, instance = connect(addr, api["key"], user["user_key"])
+    assert (kind, instance) == (2, "pyinst"), (kind, instance)
+    hist = s16("readonly") + s16("") + struct.pack("<BQQI", 0, 0, 0, 10)
+    op, body = u.reply(u.send(OP_HISTORY, hist))
+    assert op == OP_HISTORY_PAGE and body[:4] == b"\0\0\0\0"
+    one = struct.pack("<BBH", 0, 2, 0) + b"x"
+    pub = s16("readonly") + struct.pack("<BI", 1, 1) + struct.pack("<I", len(one)) + one
+    op, err = u.reply(u.send(OP_PUBLISH, pub))
+    assert op == OP_ERROR and err["code"] == 12, err  # PermissionDenied
+    op, err = root.reply(root.send(OP_HISTORY, hist))
+    assert op == OP_ERROR and err["code"] == 20, err  # not in the default instance
+    print("tenancy ok")
+
+
+def main(addr, key):
+    c, kind, instance = connect(addr, key)
+    print("hello ok")
+    assert instance == "default", instance
+    print("auth ok kind=%d" % kind)
     op, body = c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "py"}).encode()))
     assert op == OP_CHANNEL and json.loads(body)["name"] == "py"
     print("channel ok")
@@ -142,6 +185,7 @@ def main(addr, key):
     op, body = c.reply(c.send(OP_PING, b"still"))
     assert op == OP_PONG and body == b"still"
     print("errors ok")
+    tenancy(addr, key)
 
 
 if __name__ == "__main__":
