@@ -12,6 +12,8 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod admin_cli;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
@@ -30,13 +32,13 @@ use tidewire::wire::AckMode;
     version,
     about = "A high-throughput, single-node channel broker"
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run the broker (binary protocol, and the HTTP shim when enabled).
     Serve(ServeArgs),
     /// Publish messages: the MESSAGE argument, or one per line of stdin.
@@ -50,6 +52,18 @@ enum Command {
     /// Create, read, list, change and delete channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Create, list and delete instances (server-wide admin key).
+    #[command(subcommand)]
+    Instance(admin_cli::InstanceCommand),
+    /// Create, list, change and revoke keys of the instance.
+    #[command(subcommand)]
+    Key(admin_cli::KeyCommand),
+    /// Create, list, change and delete users of the instance.
+    #[command(subcommand)]
+    User(admin_cli::UserCommand),
+    /// Create, list, change and delete groups and their members.
+    #[command(subcommand)]
+    Group(admin_cli::GroupCommand),
     /// Measure a round trip to the server.
     Ping(ConnArgs),
     /// Generate load and report throughput and latency (see benches/README.md).
@@ -164,16 +178,33 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
-struct ConnArgs {
+pub(crate) struct ConnArgs {
     /// Server address.
     #[arg(long, env = "TIDEWIRE_SERVER", default_value = config::LISTEN_DEFAULT, value_name = "ADDR")]
     server: String,
     /// Admin or API key.
     #[arg(long, env = "TIDEWIRE_KEY", hide_env_values = true, value_name = "KEY")]
     key: String,
+    /// User key, sent together with an API key.
+    #[arg(
+        long,
+        env = "TIDEWIRE_USER_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        default_value = ""
+    )]
+    user_key: String,
+    /// Instance to work in [default: the key's own; `default` for a server-wide admin key].
+    #[arg(
+        long,
+        env = "TIDEWIRE_INSTANCE",
+        value_name = "NAME",
+        default_value = ""
+    )]
+    instance: String,
     /// One JSON object per line instead of human-readable output.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -386,7 +417,7 @@ impl ChannelEditArgs {
 
 /// Why the command failed, sorted by exit code.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// Bad arguments or configuration: exit 2.
     Usage(String),
     /// A client call failed: exit 1 for a server error, 2 for an invalid
@@ -471,6 +502,10 @@ fn run(command: Command) -> Result<(), Failure> {
             print_message(&mut io::stdout().lock(), &m, a.conn.json)
         }
         Command::Channel(cmd) => channel(cmd),
+        Command::Instance(cmd) => admin_cli::run(cmd.request()),
+        Command::Key(cmd) => admin_cli::run(cmd.request()),
+        Command::User(cmd) => admin_cli::run(cmd.request()),
+        Command::Group(cmd) => admin_cli::run(cmd.request()),
         Command::Bench(a) => bench(a),
         Command::Ping(conn) => {
             let mut c = connect(&conn)?;
@@ -488,7 +523,7 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-fn usage(e: impl std::fmt::Display) -> Failure {
+pub(crate) fn usage(e: impl std::fmt::Display) -> Failure {
     Failure::Usage(e.to_string())
 }
 
@@ -531,11 +566,11 @@ fn serve(a: ServeArgs) -> Result<(), Failure> {
     tidewire::server::run(config).map_err(|e| Failure::Serve(e.to_string()))
 }
 
-fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
-    Ok(Client::connect_with(&ConnectOptions::new(
-        &conn.server,
-        &conn.key,
-    ))?)
+pub(crate) fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
+    let mut options = ConnectOptions::new(&conn.server, &conn.key);
+    options.user_key.clone_from(&conn.user_key);
+    options.instance.clone_from(&conn.instance);
+    Ok(Client::connect_with(&options)?)
 }
 
 fn print_message(out: &mut impl Write, m: &Message, json: bool) -> Result<(), Failure> {

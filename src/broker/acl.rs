@@ -40,6 +40,9 @@ pub struct UserRef {
     pub id: u64,
     /// The user's name (what message targeting names).
     pub name: Box<str>,
+    /// The hash of the user key the caller presented: a new user key
+    /// (`user.update` with `reset_key`) ends callers holding the old one.
+    pub key_hash: super::keys::KeyHash,
 }
 
 /// An authenticated caller: its instance, key and optional user.
@@ -261,6 +264,7 @@ mod tests {
             user: user.map(|id| UserRef {
                 id,
                 name: format!("u{id}").into(),
+                key_hash: [0; 32],
             }),
         }
     }

@@ -351,6 +351,7 @@ impl Broker {
         Ok(UserRef {
             id,
             name: u.username.as_str().into(),
+            key_hash: u.sha256,
         })
     }
 
@@ -394,10 +395,14 @@ impl Broker {
                 };
                 let user = match &caller.user {
                     None => None,
-                    Some(u) => Some(UserRef {
-                        id: u.id,
-                        name: ids.users.get(&u.id)?.username.as_str().into(),
-                    }),
+                    Some(u) => {
+                        let rec = ids.users.get(&u.id).filter(|r| r.sha256 == u.key_hash)?;
+                        Some(UserRef {
+                            id: u.id,
+                            name: rec.username.as_str().into(),
+                            key_hash: rec.sha256,
+                        })
+                    }
                 };
                 drop(ids);
                 Some(Caller {

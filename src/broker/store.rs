@@ -394,3 +394,80 @@ pub fn save_channels(d: &Path, inst: &Instance) -> Result<(), StorageError> {
     };
     meta::write_snapshot(&channels_path(d, inst.id()), &snap)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::TenancyLimits;
+
+    fn config(dir: &Path, admin_key: Option<&str>) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            log_config: LogConfig {
+                segment_size: crate::limits::SEGMENT_SIZE_MIN,
+                ..LogConfig::default()
+            },
+            clock: crate::clock::ManualClock::new(1_000_000),
+            admin_key: admin_key.map(str::to_string),
+            limits: TenancyLimits::default(),
+        }
+    }
+
+    #[test]
+    fn a_data_directory_from_before_instances_becomes_the_default_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("meta")).unwrap();
+        let legacy_keys = LegacyKeysSnapshot {
+            next_id: 2,
+            admin_keys: vec![LegacyKeyRecord {
+                id: 1,
+                sha256: hash_key("old-key"),
+                created_at_us: 5,
+            }],
+        };
+        meta::write_snapshot(&d.join("meta/keys.snap"), &legacy_keys).unwrap();
+        let mut s = ChannelSettings::builtin("x", 7, 5);
+        s.name = "orders".into();
+        let channels = ChannelsSnapshot {
+            next_channel_id: 8,
+            channels: vec![s],
+        };
+        meta::write_snapshot(&d.join("meta/channels.snap"), &channels).unwrap();
+        let loaded = load(&config(d, None)).unwrap();
+        assert!(loaded.generated_admin_key.is_none(), "the old key is kept");
+        assert_eq!(
+            loaded.keys.find("old-key"),
+            Some(KeyOwner::Admin {
+                id: 1,
+                instance: None
+            })
+        );
+        assert_eq!(loaded.instances.len(), 1);
+        let inst = &loaded.instances[0];
+        assert_eq!((inst.id(), inst.name()), (1, DEFAULT_INSTANCE));
+        let ch = inst.channel("orders").expect("the old channel");
+        assert_eq!(ch.id, super::super::global_channel_id(1, 7));
+        assert!(d.join("instances/1/channels/7").is_dir());
+        assert_eq!(inst.next_channel_id(), 8);
+        drop(loaded);
+        // A second start reads the new layout.
+        let again = load(&config(d, None)).unwrap();
+        assert!(again.instances[0].channel("orders").is_some());
+    }
+
+    #[test]
+    fn a_revoked_bootstrap_key_is_not_added_back_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let first = load(&config(d, Some("boot"))).unwrap();
+        assert!(first.keys.find("boot").is_some());
+        let mut admins = first.meta.admins.clone();
+        drop(first);
+        admins.keys[0].revoked = true;
+        save_admins(d, &admins).unwrap();
+        let second = load(&config(d, Some("boot"))).unwrap();
+        assert_eq!(second.keys.find("boot"), None);
+        assert_eq!(second.meta.admins.keys.len(), 1);
+    }
+}

@@ -344,8 +344,11 @@ impl IoThread {
     }
 
     /// The error for a request that needs a key, on a connection that has none.
-    fn unauthenticated(&self, index: usize) -> WireError {
-        if self.conns.get(index).is_some_and(|c| c.revoked) {
+    /// The first request after a revocation is told `AuthFailed`; later
+    /// ones `AuthRequired`.
+    fn unauthenticated(&mut self, index: usize) -> WireError {
+        if let Some(c) = self.conns.get_mut(index).filter(|c| c.revoked) {
+            c.revoked = false;
             WireError::new(ErrorCode::AuthFailed, "the key was revoked")
         } else {
             WireError::new(ErrorCode::AuthRequired, "send Auth first")
