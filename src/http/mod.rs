@@ -9,7 +9,9 @@
 pub mod error;
 pub mod request;
 pub mod response;
+pub mod route;
 
 pub use error::ApiError;
 pub use request::{parse_request, HttpError, Method, Request, Version};
 pub use response::{write_error, write_preflight, write_response, ResponseOptions};
+pub use route::{route, Route};
