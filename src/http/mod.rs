@@ -10,6 +10,7 @@ pub mod error;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod syncano;
 
 pub use error::ApiError;
 pub use request::{parse_request, HttpError, Method, Request, Version};
