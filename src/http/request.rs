@@ -7,6 +7,7 @@
 //! within [`limits::HTTP_HEAD_LEN_MAX`] bytes fails at once (431), a
 //! `Content-Length` over [`limits::HTTP_BODY_LEN_MAX`] fails as soon as the
 //! head is complete (413), before any of the body arrives.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::http::error::ApiError;
 use crate::limits;
@@ -397,7 +398,7 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
     for &d in digits {
         n = n
             .checked_mul(10)
-            .and_then(|n| n.checked_add(usize::from(d - b'0')))
+            .and_then(|n| n.checked_add(usize::from(d.saturating_sub(b'0'))))
             .filter(|&n| n <= limits::HTTP_BODY_LEN_MAX)
             .ok_or(HttpError::BodyTooLarge)?;
     }
@@ -417,6 +418,7 @@ fn kept_headers(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

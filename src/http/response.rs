@@ -12,6 +12,7 @@
 //! with `Content-Type: application/json` when it is not empty; a 204 has
 //! neither header and no body (RFC 9110 §8.6). A `HEAD` response carries the
 //! headers of the body it does not send.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use std::io::Write as _;
 
@@ -253,6 +254,7 @@ pub fn write_http_date(out: &mut Vec<u8>, us: u64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -391,7 +391,15 @@ mod tests {
         let body: JsonMap =
             serde_json::from_str(r#"{"_api_key":"body","_user_key":"ubody"}"#).unwrap();
         let all = "X-API-KEY: header\r\nAuthorization: token auth\r\nX-USER-KEY: uheader\r\n";
-        let table: &[(&str, &str, Option<&JsonMap>, Option<&str>, Option<&str>)] = &[
+        // (target, headers, body, api key, user key)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a JsonMap>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let table: &[Case<'_>] = &[
             (
                 "/?api_key=q1&apikey=q2&user_key=uq1&userkey=uq2",
                 all,
