@@ -5,6 +5,9 @@
 //! (`/v1.1/instances/{i}/` → `channels/…`), so that `classes/{class}/objects/…`
 //! joins [`instance_route`] and Channelstream's `/message` joins [`route`] as
 //! one more match arm each.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::http::request::{path_segments, Method};
 
@@ -191,7 +194,69 @@ fn parse_id(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// Characters escaped in a path segment of a link we build: controls,
+/// space, the delimiters of a URL (`/ ? #`), `%`, and those RFC 3986 does
+/// not allow unescaped in a path.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// The channel a link points into; builds the URL paths the JSON of
+/// messages, history pages and channels carries (the inverse of [`route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelPath<'a> {
+    /// The instance name (unencoded).
+    pub instance: &'a str,
+    /// The channel name (unencoded).
+    pub channel: &'a str,
+}
+
+impl ChannelPath<'_> {
+    /// `/v1.1/instances/{i}/channels/{c}/`.
+    pub fn channel_url(&self) -> String {
+        format!(
+            "/v1.1/instances/{}/channels/{}/",
+            utf8_percent_encode(self.instance, SEGMENT),
+            utf8_percent_encode(self.channel, SEGMENT)
+        )
+    }
+    /// `/v1.1/instances/{i}/channels/{c}/{action}/` (`poll`, `publish`, `history`).
+    pub fn action_url(&self, action: &str) -> String {
+        let mut url = self.channel_url();
+        url.push_str(action);
+        url.push('/');
+        url
+    }
+    /// `/v1.1/instances/{i}/channels/{c}/history/{id}/`.
+    pub fn message_url(&self, id: u64) -> String {
+        format!("{}history/{id}/", self.channel_url())
+    }
+}
+
+/// `/v1.1/instances/{i}/groups/{id}/`: where a channel's `group` link points.
+pub fn group_url(instance: &str, group: u64) -> String {
+    format!(
+        "/v1.1/instances/{}/groups/{group}/",
+        utf8_percent_encode(instance, SEGMENT)
+    )
+}
+
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -373,5 +438,48 @@ mod tests {
             Route::Preflight
         );
         assert_eq!(route(&Method::Options, "*"), Route::Preflight);
+    }
+
+    #[test]
+    fn links_encode_names_and_route_back_to_them() {
+        let names = ["plain", "a b", "100%", "q?x#y", "caf\u{e9}", "[x]"];
+        for instance in names {
+            for channel in names {
+                let p = ChannelPath { instance, channel };
+                assert_eq!(
+                    route(&Method::Get, &p.action_url("poll")),
+                    Route::Poll {
+                        instance: instance.into(),
+                        channel: channel.into()
+                    },
+                    "{instance} {channel}"
+                );
+                assert_eq!(
+                    route(&Method::Get, &p.message_url(9)),
+                    Route::HistoryItem {
+                        instance: instance.into(),
+                        channel: channel.into(),
+                        id: 9
+                    }
+                );
+            }
+        }
+        let p = ChannelPath {
+            instance: "my inst",
+            channel: "c",
+        };
+        assert_eq!(p.channel_url(), "/v1.1/instances/my%20inst/channels/c/");
+        assert_eq!(
+            p.message_url(8),
+            "/v1.1/instances/my%20inst/channels/c/history/8/"
+        );
+        assert_eq!(group_url("i", 3), "/v1.1/instances/i/groups/3/");
+        // A name holding `/` is encoded, but no route accepts it back.
+        let slash = ChannelPath {
+            instance: "i",
+            channel: "a/b",
+        };
+        assert_eq!(slash.channel_url(), "/v1.1/instances/i/channels/a%2Fb/");
+        assert_eq!(route(&Method::Get, &slash.channel_url()), Route::NotFound);
     }
 }
