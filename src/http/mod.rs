@@ -7,6 +7,8 @@
 //! [`ApiError`]s.
 
 pub mod error;
+pub mod history;
+pub mod render;
 pub mod request;
 pub mod response;
 pub mod route;
@@ -15,4 +17,4 @@ pub mod syncano;
 pub use error::ApiError;
 pub use request::{parse_request, HttpError, Method, Request, Version};
 pub use response::{write_error, write_preflight, write_response, ResponseOptions};
-pub use route::{route, Route};
+pub use route::{route, ChannelPath, Route};
