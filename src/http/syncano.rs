@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::http::error::ApiError;
+use crate::http::render::ChannelType;
 use crate::http::request::{parse_pairs, Request};
 use crate::limits;
 
@@ -192,6 +193,24 @@ pub fn room_param(value: Option<&str>) -> Result<Option<String>, ApiError> {
         None | Some("") => Ok(None),
         Some(room) if room.len() > limits::ROOM_LEN_MAX => Err(ApiError::RoomTooLong),
         Some(room) => Ok(Some(room.to_owned())),
+    }
+}
+
+/// The room a request on a channel of type `kind` works on: required (400
+/// `RoomRequired`) on `separate_rooms` channels for every caller, ignored on
+/// `default` channels, for poll, publish and history alike.
+///
+/// Syncano's history looked a room up even on a `default` channel and so
+/// returned an empty page for any room (§1.7); here the room is ignored
+/// there as it is by poll and publish, so the page is the channel's.
+///
+/// # Errors
+/// [`ApiError::RoomRequired`].
+pub fn channel_room(kind: ChannelType, room: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match (kind, room) {
+        (ChannelType::Default, _) => Ok(None),
+        (ChannelType::SeparateRooms, Some(room)) if !room.is_empty() => Ok(Some(room)),
+        (ChannelType::SeparateRooms, _) => Err(ApiError::RoomRequired),
     }
 }
 
@@ -689,6 +708,21 @@ mod tests {
                 want.as_ref().map(|o| *o),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn rooms_are_required_only_on_separate_rooms_channels() {
+        use ChannelType::*;
+        let table = [
+            (Default, None, Ok(None)),
+            (Default, Some("r"), Ok(None)),
+            (SeparateRooms, Some("r"), Ok(Some("r"))),
+            (SeparateRooms, None, Err(ApiError::RoomRequired)),
+            (SeparateRooms, Some(""), Err(ApiError::RoomRequired)),
+        ];
+        for (kind, room, want) in table {
+            assert_eq!(channel_room(kind, room), want, "{kind:?} {room:?}");
         }
     }
 
