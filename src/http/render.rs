@@ -18,6 +18,46 @@ use crate::http::route::{group_url, ChannelPath};
 use crate::storage::record::{Author, ContentType, RecordView};
 use crate::time::format_rfc3339_us;
 
+/// Rewrites U+2028 and U+2029 in `out[start..]` as `\u2028` / `\u2029`,
+/// as DRF's `JSONRenderer` does so that its JSON is also valid JavaScript.
+/// In valid JSON these characters can only sit inside strings, where the
+/// escape means the same character.
+fn escape_line_separators(out: &mut Vec<u8>, start: usize) {
+    const SEPARATORS: [([u8; 3], &[u8]); 2] = [
+        ([0xE2, 0x80, 0xA8], b"\\u2028"),
+        ([0xE2, 0x80, 0xA9], b"\\u2029"),
+    ];
+    let Some(tail) = out.get(start..) else {
+        return;
+    };
+    if !tail
+        .windows(3)
+        .any(|w| SEPARATORS.iter().any(|(s, _)| w == s))
+    {
+        return;
+    }
+    let mut escaped = Vec::with_capacity(tail.len().saturating_add(16));
+    let mut rest = tail;
+    while let Some((&b, after)) = rest.split_first() {
+        let hit = SEPARATORS
+            .iter()
+            .find(|(s, _)| rest.starts_with(s))
+            .map(|(_, e)| *e);
+        match (hit, rest.get(3..)) {
+            (Some(e), Some(after_sep)) => {
+                escaped.extend_from_slice(e);
+                rest = after_sep;
+            }
+            _ => {
+                escaped.push(b);
+                rest = after;
+            }
+        }
+    }
+    out.truncate(start);
+    out.extend_from_slice(&escaped);
+}
+
 /// Appends `s` as a JSON string.
 fn push_str(out: &mut Vec<u8>, s: &str) {
     // Serializing a str into a Vec cannot fail.
@@ -49,6 +89,7 @@ fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 /// `links` names the channel for `links.self`; poll answers pass `None`
 /// (Syncano omits `links` there), publish and history pass the channel.
 pub fn write_message(out: &mut Vec<u8>, view: &RecordView<'_>, links: Option<&ChannelPath<'_>>) {
+    let start = out.len();
     out.extend_from_slice(b"{\"id\":");
     push_u64(out, view.id());
     out.extend_from_slice(b",\"created_at\":");
@@ -74,6 +115,7 @@ pub fn write_message(out: &mut Vec<u8>, view: &RecordView<'_>, links: Option<&Ch
         out.push(b'}');
     }
     out.push(b'}');
+    escape_line_separators(out, start);
 }
 
 /// The message object as a byte vector (see [`write_message`]).
@@ -214,6 +256,7 @@ pub struct ChannelFields<'a> {
 /// "group_permissions","other_permissions","custom_publish","created_at",
 /// "updated_at","links":{"self"[,"group"],"poll","publish","history"}}`.
 pub fn write_channel(out: &mut Vec<u8>, instance: &str, ch: &ChannelFields<'_>) {
+    let start = out.len();
     out.push(b'{');
     push_key(out, "name");
     push_str(out, ch.name);
@@ -251,6 +294,7 @@ pub fn write_channel(out: &mut Vec<u8>, instance: &str, ch: &ChannelFields<'_>) 
     out.push(b',');
     write_channel_links(out, instance, ch);
     out.push(b'}');
+    escape_line_separators(out, start);
 }
 
 fn write_channel_links(out: &mut Vec<u8>, instance: &str, ch: &ChannelFields<'_>) {
@@ -401,6 +445,35 @@ mod tests {
             write_payload(&mut out, *ct, payload);
             assert_eq!(String::from_utf8(out).unwrap(), *want, "{ct:?}");
         }
+    }
+
+    #[test]
+    fn line_separators_are_escaped_like_drf() {
+        let payload = "{\"t\":\"a\u{2028}b\u{2029}c\u{e9}\"}";
+        let got = with_record(
+            1,
+            0,
+            Author::None,
+            &json_fields(),
+            payload.as_bytes(),
+            |v| {
+                let mut out = b"prefix \xe2\x80\xa8".to_vec();
+                write_message(&mut out, v, None);
+                out
+            },
+        );
+        let text = String::from_utf8(got).unwrap();
+        assert!(
+            text.starts_with("prefix \u{2028}{"),
+            "only the appended part changes"
+        );
+        assert!(
+            text.ends_with("\"payload\":{\"t\":\"a\\u2028b\\u2029c\u{e9}\"}}"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&text["prefix \u{2028}".len()..]).unwrap();
+        assert_eq!(json["payload"]["t"], "a\u{2028}b\u{2029}c\u{e9}");
     }
 
     #[test]
