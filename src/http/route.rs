@@ -3,7 +3,7 @@
 //! Paths are matched on percent-decoded segments with one optional trailing
 //! slash. The router is a tree of small functions, one per path prefix
 //! (`/v1.1/instances/{i}/` → `channels/…`), so that `classes/{class}/objects/…`
-//! joins [`instance_route`] and Channelstream's `/message` joins [`route`] as
+//! joins `instance_route` and Channelstream's `/message` joins [`route()`] as
 //! one more match arm each.
 #![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
