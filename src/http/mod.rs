@@ -18,7 +18,9 @@
 //! For each readable connection, with `buf` holding the bytes read so far:
 //!
 //! 1. [`parse_request`]`(buf)`: `Ok(None)` → read more (call again when new
-//!    bytes arrive; the head is re-scanned, at most 16 KiB). `Err(e)` → write
+//!    bytes arrive; the head is re-scanned, at most 16 KiB; if
+//!    [`request::expects_continue`]`(buf)`, write
+//!    [`request::CONTINUE_RESPONSE`] once first). `Err(e)` → write
 //!    [`write_error`]`(out, &e.to_api_error(), &[], &ResponseOptions::closing())`
 //!    and close after flushing. `Ok(Some((req, used)))` → drop `used` bytes
 //!    and go on; pipelined requests must be answered in order.

@@ -248,6 +248,30 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> 
     Ok(Some((request, total)))
 }
 
+/// The interim response a client waiting on `Expect: 100-continue` needs
+/// before it sends the body (curl waits a second for it otherwise).
+pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Whether `buf` holds a complete, acceptable HTTP/1.1 head that asks for
+/// `Expect: 100-continue` and a body that has not fully arrived: then write
+/// [`CONTINUE_RESPONSE`] once for this request (before its final answer)
+/// and keep reading. False for anything [`parse_request`] would reject or
+/// could already answer.
+pub fn expects_continue(buf: &[u8]) -> bool {
+    let Ok(Some((head, head_len))) = parse_head(buf) else {
+        return false;
+    };
+    let wants = head.version == Version::Http11
+        && head
+            .headers
+            .iter()
+            .any(|(k, v)| k == "expect" && v.eq_ignore_ascii_case("100-continue"));
+    let body_pending = head_len
+        .checked_add(head.content_len)
+        .is_some_and(|total| buf.len() < total);
+    wants && body_pending
+}
+
 /// A parsed head, before the body is there.
 struct Head {
     method: Method,
@@ -698,6 +722,31 @@ mod tests {
             path_segments(&ok).map(|v| v.len()),
             Some(limits::HTTP_PATH_SEGMENTS_MAX)
         );
+    }
+
+    #[test]
+    fn continue_is_wanted_only_while_an_expected_body_is_missing() {
+        let head = "POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        let table: &[(String, bool)] = &[
+            (head.to_owned(), true),
+            (format!("{head}ab"), true),
+            (format!("{head}abc"), false),
+            (head[..head.len() - 2].to_owned(), false),
+            (head.replace("HTTP/1.1", "HTTP/1.0"), false),
+            (head.replace("100-continue", "nothing"), false),
+            (
+                head.replace("Content-Length: 3", "Content-Length: 70000"),
+                false,
+            ),
+            (
+                head.replace("Content-Length: 3", "Content-Length: 0"),
+                false,
+            ),
+        ];
+        for (raw, want) in table {
+            assert_eq!(expects_continue(raw.as_bytes()), *want, "{raw:?}");
+        }
+        assert!(CONTINUE_RESPONSE.starts_with(b"HTTP/1.1 100 "));
     }
 
     #[test]
