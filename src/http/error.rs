@@ -28,6 +28,9 @@ pub enum ApiError {
     PayloadNotJson,
     /// 400 `{"detail": "Incorrect page parameter provided."}`.
     BadPageParameter,
+    /// 400 `{"<field>": ["<message>"], ...}`: DRF serializer errors, one
+    /// message per field, rendered in the given (declaration) order.
+    Validation(Vec<(String, String)>),
     /// 400 `{"detail": "JSON parse error - <message>"}`: the body is not JSON.
     JsonParse(String),
     /// 400 `{"detail": "JSON parse error - nesting deeper than 64 levels"}`.
@@ -97,8 +100,9 @@ impl ApiError {
         use ApiError::*;
         match self {
             RoomRequired | LastIdInvalid | RoomTooLong | PayloadInvalidFormat | PayloadNotJson
-            | BadPageParameter | JsonParse(_) | JsonTooDeep | NotAnObject(_) | FieldNull(_)
-            | NotAString(_) | WebSocketExpected | Malformed(_) | TooManyParameters => 400,
+            | BadPageParameter | Validation(_) | JsonParse(_) | JsonTooDeep | NotAnObject(_)
+            | FieldNull(_) | NotAString(_) | WebSocketExpected | Malformed(_)
+            | TooManyParameters => 400,
             NoSuchApiKey | PermissionDenied | CustomPublishDisabled | ObjectPublishDenied => 403,
             NotFound | ChannelNotFound | InstanceNotFound => 404,
             MethodNotAllowed(_) => 405,
@@ -120,7 +124,8 @@ impl ApiError {
         }
     }
 
-    /// The body as a JSON value (see [`ApiError::body`] for the bytes).
+    /// The body as a JSON value (see [`ApiError::body`] for the bytes, which
+    /// keep the field order of [`ApiError::Validation`]; this value does not).
     pub fn to_json(&self) -> Value {
         use ApiError::*;
         let field_list = |field: &str, msg: &str| json!({ field: [msg] });
@@ -141,6 +146,13 @@ impl ApiError {
                 &format!("Invalid data. Expected a dictionary, but got {found}."),
             ),
             FieldNull(field) => field_list(field, "This field may not be null."),
+            Validation(errors) => {
+                let map = errors
+                    .iter()
+                    .map(|(field, msg)| (field.clone(), json!([msg])))
+                    .collect();
+                Value::Object(map)
+            }
             NotAString(field) => field_list(field, "Not a valid string."),
             _ => json!({ "detail": self.detail() }),
         }
@@ -198,13 +210,29 @@ impl ApiError {
             TooManyPolls { .. } => "Too many parked polls; retry later.",
             // The field errors are built in `to_json` and never get here.
             RoomRequired | LastIdInvalid | RoomTooLong | PayloadInvalidFormat | PayloadNotJson
-            | NotAnObject(_) | FieldNull(_) | NotAString(_) => "",
+            | NotAnObject(_) | FieldNull(_) | NotAString(_) | Validation(_) => "",
         };
         s.to_owned()
     }
 
     /// The exact body bytes: compact JSON, as DRF renders it.
     pub fn body(&self) -> Vec<u8> {
+        if let ApiError::Validation(errors) = self {
+            // Built by hand: a `serde_json::Map` would sort the fields.
+            let mut out = vec![b'{'];
+            for (i, (field, msg)) in errors.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Serializing strings into a Vec cannot fail.
+                serde_json::to_writer(&mut out, field).expect("a string always serializes");
+                out.extend_from_slice(b":[");
+                serde_json::to_writer(&mut out, msg).expect("a string always serializes");
+                out.extend_from_slice(b"]");
+            }
+            out.push(b'}');
+            return out;
+        }
         // Serializing a `Value` built from strings cannot fail.
         serde_json::to_vec(&self.to_json()).expect("a JSON value always serializes")
     }
@@ -387,6 +415,23 @@ mod tests {
         );
         assert_eq!(ApiError::NotFound.retry_after_secs(), None);
         assert_eq!(ApiError::PayloadTooLarge.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn validation_errors_keep_their_field_order() {
+        let e = ApiError::Validation(vec![
+            ("type".into(), "\"x\" is not a valid choice.".into()),
+            (
+                "custom_publish".into(),
+                "\"y\" is not a valid boolean.".into(),
+            ),
+        ]);
+        assert_eq!(e.status(), 400);
+        assert_eq!(
+            String::from_utf8(e.body()).unwrap(),
+            r#"{"type":["\"x\" is not a valid choice."],"custom_publish":["\"y\" is not a valid boolean."]}"#
+        );
+        assert_eq!(e.to_json()["type"][0], "\"x\" is not a valid choice.");
     }
 
     #[test]
