@@ -39,7 +39,8 @@
 //!    the keys (404 unknown instance, 403 `NoSuchApiKey`, ...), in the
 //!    precedence of §1.9.
 //! 6. Parameters: [`syncano::poll_params`], [`syncano::publish_params`]`(&req, &body)`
-//!    or [`history::history_params`]; then, once the broker knows the
+//!    or [`history::history_params`] (for channel create / update:
+//!    [`channel::channel_params`]`(&body, write)`); then, once the broker knows the
 //!    channel's type, [`syncano::channel_room`] (400 `RoomRequired`).
 //! 7. The broker works:
 //!    * poll: register the waiter, read the first id > `last_id`; answer
@@ -58,6 +59,7 @@
 //! 8. [`write_response`]`(out, status, &[], &body, &opts)` or
 //!    [`write_error`]; if `!opts.keep_alive`, close once `out` is flushed.
 
+pub mod channel;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
