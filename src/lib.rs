@@ -11,6 +11,7 @@ pub mod broker;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod limits;
 pub mod net;
 pub mod server;

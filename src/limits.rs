@@ -235,3 +235,36 @@ impl TenancyLimits {
         Ok(())
     }
 }
+
+/// Longest HTTP request head (request line, headers and the blank line), in
+/// bytes. A connection that has sent this much without ending its head is
+/// answered 431 and closed.
+pub const HTTP_HEAD_LEN_MAX: usize = 16 * 1024;
+/// Most header fields in one HTTP request; more is answered 431.
+pub const HTTP_HEADERS_MAX: usize = 64;
+/// Largest HTTP request body, in bytes: Syncano's `CHANNEL_PAYLOAD_LIMIT`,
+/// checked on `Content-Length` before the body is buffered (413).
+pub const HTTP_BODY_LEN_MAX: usize = 65_536;
+/// Most query parameters (and separately form fields) parsed from one
+/// request; more is answered 400.
+pub const HTTP_QUERY_PARAMS_MAX: usize = 128;
+/// Most segments in an HTTP request path; longer paths are not routed (404).
+pub const HTTP_PATH_SEGMENTS_MAX: usize = 16;
+/// Deepest nesting of `[` and `{` in a JSON request body; deeper bodies are
+/// answered 400 before they reach the JSON parser.
+pub const HTTP_JSON_DEPTH_MAX: usize = 64;
+/// Syncano history page size when the request names none, in messages.
+pub const SYNCANO_PAGE_SIZE_DEFAULT: u32 = 100;
+/// Largest Syncano history page, in messages; larger requests are cut to it.
+pub const SYNCANO_PAGE_SIZE_MAX: u32 = 100;
+
+// A whole request (head and body) fits one connection read buffer.
+const _: () = assert!(HTTP_HEAD_LEN_MAX + HTTP_BODY_LEN_MAX <= CONNECTION_READ_BUFFER_MAX);
+// A published HTTP body always fits one message body.
+const _: () = assert!(HTTP_BODY_LEN_MAX <= MESSAGE_BODY_LEN_MAX as usize);
+const _: () = assert!(HTTP_BODY_LEN_MAX <= ADMIN_JSON_LEN_MAX);
+const _: () = assert!(SYNCANO_PAGE_SIZE_DEFAULT <= SYNCANO_PAGE_SIZE_MAX);
+// A history plan reads one record more than a page to learn whether more exist.
+const _: () = assert!(SYNCANO_PAGE_SIZE_MAX < HISTORY_PAGE_MAX);
+// serde_json refuses nesting past 128 itself; ours must fire first.
+const _: () = assert!(HTTP_JSON_DEPTH_MAX < 128);
