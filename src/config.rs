@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::broker::HttpSettings;
 use crate::clock::SharedClock;
 use crate::limits::TenancyLimits;
 use crate::storage::{Durability, LogConfig};
@@ -24,7 +25,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Address of the binary protocol listener (port 0: any free port).
     pub listen: SocketAddr,
-    /// Address of the HTTP shim listener (reserved; `None`: off).
+    /// Address of the HTTP shim listener (`None`: off; [`ServerConfig::new`]
+    /// leaves it off, `tidewire serve` turns it on).
     pub http_listen: Option<SocketAddr>,
     /// Number of io threads (at least 1).
     pub io_threads: usize,
@@ -36,6 +38,8 @@ pub struct ServerConfig {
     pub clock: SharedClock,
     /// Instances, keys, users, groups and channels per instance.
     pub limits: TenancyLimits,
+    /// Long-poll timeout and parked-poll bound of the HTTP shim.
+    pub http: HttpSettings,
 }
 
 impl ServerConfig {
@@ -54,7 +58,18 @@ impl ServerConfig {
             admin_key: None,
             clock: crate::clock::system(),
             limits: TenancyLimits::default(),
+            http: HttpSettings::default(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// What `tidewire serve` starts from: [`ServerConfig::new`] on
+    /// [`DATA_DIR_DEFAULT`] with the HTTP shim on [`HTTP_LISTEN_DEFAULT`].
+    pub fn serve_default() -> ServerConfig {
+        let mut c = ServerConfig::new(DATA_DIR_DEFAULT);
+        c.http_listen = Some(HTTP_LISTEN_DEFAULT.parse().expect("valid default address"));
+        c
     }
 }
 
@@ -101,6 +116,8 @@ impl std::error::Error for ConfigError {}
 /// segment_age_secs = 86400
 /// retention_secs = 86400
 /// admin_key = "..."
+/// http_poll_timeout_secs = 300
+/// http_parked_polls_max = 100000
 ///
 /// [limits]
 /// instances_max = 1000
@@ -132,6 +149,10 @@ pub struct FileConfig {
     pub retention_secs: Option<u64>,
     /// Bootstrap admin key.
     pub admin_key: Option<String>,
+    /// How long an idle HTTP long poll is held, in seconds.
+    pub http_poll_timeout_secs: Option<u64>,
+    /// Most HTTP long polls parked at once.
+    pub http_parked_polls_max: Option<usize>,
     /// Tenancy limits (table `[limits]`).
     pub limits: Option<LimitsConfig>,
 }
@@ -194,6 +215,17 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| ConfigError(format!("{s:?} is not a host:port address")))
 }
 
+/// Parses the HTTP shim's listen address; `off` turns the shim off.
+///
+/// # Errors
+/// As [`parse_listen`].
+pub fn parse_http_listen(s: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if s == "off" {
+        return Ok(None);
+    }
+    parse_listen(s).map(Some)
+}
+
 /// Seconds to microseconds for a duration setting that must be positive.
 ///
 /// # Errors
@@ -230,7 +262,7 @@ impl FileConfig {
             config.listen = parse_listen(listen)?;
         }
         if let Some(http) = &self.http_listen {
-            config.http_listen = Some(parse_listen(http)?);
+            config.http_listen = parse_http_listen(http)?;
         }
         if let Some(n) = self.io_threads {
             config.io_threads = n;
@@ -250,6 +282,12 @@ impl FileConfig {
         if let Some(key) = &self.admin_key {
             config.admin_key = Some(key.clone());
         }
+        if let Some(secs) = self.http_poll_timeout_secs {
+            config.http.poll_timeout_us = secs_to_us(secs, "http_poll_timeout_secs")?;
+        }
+        if let Some(n) = self.http_parked_polls_max {
+            config.http.parked_polls_max = n;
+        }
         if let Some(l) = &self.limits {
             l.apply(&mut config.limits);
         }
@@ -268,7 +306,7 @@ impl ServerConfig {
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         let file = FileConfig::parse(&text)
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        let mut config = ServerConfig::new(DATA_DIR_DEFAULT);
+        let mut config = ServerConfig::serve_default();
         file.apply(&mut config)
             .and_then(|()| config.validate())
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
@@ -311,6 +349,19 @@ impl ServerConfig {
         self.limits
             .validate()
             .map_err(|e| ConfigError(format!("limits: {e}")))?;
+        let timeout_max = crate::limits::HTTP_POLL_TIMEOUT_SECS_MAX * 1_000_000;
+        if self.http.poll_timeout_us == 0 || self.http.poll_timeout_us > timeout_max {
+            return Err(ConfigError(format!(
+                "http_poll_timeout_secs must be 1..={}",
+                crate::limits::HTTP_POLL_TIMEOUT_SECS_MAX
+            )));
+        }
+        if !(1..=crate::limits::CONNECTIONS_MAX).contains(&self.http.parked_polls_max) {
+            return Err(ConfigError(format!(
+                "http_parked_polls_max must be 1..={}",
+                crate::limits::CONNECTIONS_MAX
+            )));
+        }
         Ok(())
     }
 }

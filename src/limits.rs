@@ -255,6 +255,20 @@ pub const HTTP_PATH_SEGMENTS_MAX: usize = 16;
 pub const HTTP_JSON_DEPTH_MAX: usize = 64;
 /// Syncano history page size when the request names none, in messages.
 pub const SYNCANO_PAGE_SIZE_DEFAULT: u32 = 100;
+/// Default number of long polls parked at once, server-wide (configurable:
+/// `http_parked_polls_max`, at most `CONNECTIONS_MAX`); a poll beyond it is
+/// answered 503 with `Retry-After`.
+pub const HTTP_PARKED_POLLS_MAX_DEFAULT: usize = 100_000;
+/// Default time a long poll is held before it is answered 204, in seconds
+/// (Syncano's `CHANNEL_POLL_TIMEOUT`; configurable: `http_poll_timeout_secs`).
+pub const HTTP_POLL_TIMEOUT_SECS_DEFAULT: u64 = 300;
+/// Longest configurable long-poll timeout, in seconds.
+pub const HTTP_POLL_TIMEOUT_SECS_MAX: u64 = 3600;
+/// Bytes of records one HTTP history page may copy out of the log; a page
+/// of large messages ends early (with a `next` link) rather than grow past it.
+pub const HTTP_HISTORY_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// `Retry-After` of a poll refused because the parked-poll table is full, in seconds.
+pub const HTTP_RETRY_AFTER_SECS: u32 = 1;
 /// Largest Syncano history page, in messages; larger requests are cut to it.
 pub const SYNCANO_PAGE_SIZE_MAX: u32 = 100;
 
@@ -268,3 +282,5 @@ const _: () = assert!(SYNCANO_PAGE_SIZE_DEFAULT <= SYNCANO_PAGE_SIZE_MAX);
 const _: () = assert!(SYNCANO_PAGE_SIZE_MAX < HISTORY_PAGE_MAX);
 // serde_json refuses nesting past 128 itself; ours must fire first.
 const _: () = assert!(HTTP_JSON_DEPTH_MAX < 128);
+const _: () = assert!(HTTP_PARKED_POLLS_MAX_DEFAULT <= CONNECTIONS_MAX);
+const _: () = assert!(HTTP_POLL_TIMEOUT_SECS_DEFAULT <= HTTP_POLL_TIMEOUT_SECS_MAX);

@@ -157,7 +157,7 @@ struct ServeArgs {
     /// Address of the binary protocol [default: 127.0.0.1:7400].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Address of the HTTP shim (off unless given).
+    /// Address of the HTTP shim, or `off` [default: 127.0.0.1:7480].
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
     /// TOML configuration file; flags override it, it overrides defaults.
@@ -175,6 +175,9 @@ struct ServeArgs {
     /// How long messages stay readable, in seconds [default: 86400].
     #[arg(long, value_name = "SECS")]
     retention: Option<u64>,
+    /// How long an idle HTTP long poll is held before its 204, in seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    http_poll_timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -530,7 +533,7 @@ pub(crate) fn usage(e: impl std::fmt::Display) -> Failure {
 fn serve(a: ServeArgs) -> Result<(), Failure> {
     let mut config = match &a.config {
         Some(path) => ServerConfig::from_file(path).map_err(usage)?,
-        None => ServerConfig::new(config::DATA_DIR_DEFAULT),
+        None => ServerConfig::serve_default(),
     };
     if let Some(key) = std::env::var_os("TIDEWIRE_ADMIN_KEY") {
         let key = key
@@ -547,7 +550,11 @@ fn serve(a: ServeArgs) -> Result<(), Failure> {
         config.listen = config::parse_listen(listen).map_err(usage)?;
     }
     if let Some(http) = &a.http_listen {
-        config.http_listen = Some(config::parse_listen(http).map_err(usage)?);
+        config.http_listen = config::parse_http_listen(http).map_err(usage)?;
+    }
+    if let Some(secs) = a.http_poll_timeout {
+        config.http.poll_timeout_us =
+            config::secs_to_us(secs, "--http-poll-timeout").map_err(usage)?;
     }
     if let Some(n) = a.io_threads {
         config.io_threads = n;

@@ -13,7 +13,7 @@ use crate::broker::writer::Writer;
 use crate::broker::{Broker, IoLink};
 use crate::config::ServerConfig;
 use crate::limits;
-use crate::net::{Handoff, IoThread, WAKER};
+use crate::net::{Handoff, IoThread, Listeners, WAKER};
 
 /// Any error that stops a server from starting or running.
 pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,6 +22,7 @@ pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
     threads: Vec<JoinHandle<()>>,
     generated_admin_key: Option<String>,
@@ -31,6 +32,10 @@ impl ServerHandle {
     /// The address the binary protocol listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+    /// The address the HTTP shim listens on, when it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
     /// The admin key generated at this start, if one was.
     pub fn generated_admin_key(&self) -> Option<&str> {
@@ -89,11 +94,20 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             clock: config.clock.clone(),
             admin_key: config.admin_key.clone(),
             limits: config.limits,
+            http: config.http,
         },
         links,
     )?;
     let listener = TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
+    let http_listener = match config.http_listen {
+        Some(a) => Some(TcpListener::bind(a)?),
+        None => None,
+    };
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let handoff: Handoff = Arc::new((0..io_threads).map(|_| ArrayQueue::new(1024)).collect());
     let mut threads = Vec::with_capacity(io_threads + 1);
     let writer = Writer::new(broker.clone(), logs, config.log.durability);
@@ -102,9 +116,18 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             .name("tidewire-writer".into())
             .spawn(move || writer.run())?,
     );
-    let mut listener = Some(listener);
+    let mut listeners = Some(Listeners {
+        binary: Some(listener),
+        http: http_listener,
+    });
     for (id, poll) in polls.into_iter().enumerate() {
-        let io = IoThread::new(id, poll, broker.clone(), listener.take(), handoff.clone())?;
+        let io = IoThread::new(
+            id,
+            poll,
+            broker.clone(),
+            listeners.take().unwrap_or_default(),
+            handoff.clone(),
+        )?;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tidewire-io-{id}"))
@@ -118,6 +141,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     tracing::info!(%addr, io_threads, data_dir = %config.data_dir.display(), "tidewire listening");
     Ok(ServerHandle {
         addr,
+        http_addr,
         broker,
         threads,
         generated_admin_key,
@@ -134,6 +158,9 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         println!("tidewire: generated admin key (shown once, store it): {key}");
     }
     println!("tidewire: listening on {}", handle.local_addr());
+    if let Some(http) = handle.http_addr() {
+        println!("tidewire: HTTP shim listening on {http}");
+    }
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,

@@ -231,6 +231,8 @@ fn spawn_server_process(dir: &std::path::Path, durability: &str) -> (ServerProce
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "off",
             "--io-threads",
             "2",
             "--durability",

@@ -619,6 +619,8 @@ fn keys_never_appear_in_logs_errors_or_snapshots() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "off",
             "--io-threads",
             "1",
             "--data-dir",

@@ -141,6 +141,11 @@ impl Broker {
                 args.finish()?;
                 self.instance_visible(caller, name.as_deref())?.to_json()
             }
+            "server.stats" => {
+                args.finish()?;
+                caller.require_server_admin()?;
+                self.stats()
+            }
             "instance.delete" => {
                 let name = args.req_str("name")?;
                 args.finish()?;

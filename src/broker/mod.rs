@@ -141,6 +141,39 @@ pub struct Broker {
     pub writer_done: AtomicBool,
     /// Connections open now, all io threads together.
     pub connections: AtomicUsize,
+    /// HTTP long polls parked now, all io threads together.
+    pub parked_polls: AtomicUsize,
+    /// Long-poll settings of the HTTP shim.
+    pub http: HttpSettings,
+}
+
+/// Long-poll settings of the HTTP shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// How long an idle poll is held before its 204, in microseconds.
+    pub poll_timeout_us: u64,
+    /// Most polls parked at once, server-wide.
+    pub parked_polls_max: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings {
+            poll_timeout_us: limits::HTTP_POLL_TIMEOUT_SECS_DEFAULT * 1_000_000,
+            parked_polls_max: limits::HTTP_PARKED_POLLS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Why an HTTP request's keys were refused, in Syncano's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpAuthError {
+    /// The instance in the URL does not exist (404).
+    InstanceNotFound,
+    /// A key was given and is not valid for the instance (403 "No such API Key.").
+    NoSuchKey,
+    /// No key at all (403 "You do not have permission ...").
+    Anonymous,
 }
 
 /// How [`Broker::open`] is configured.
@@ -156,6 +189,8 @@ pub struct BrokerConfig {
     pub admin_key: Option<String>,
     /// Tenancy limits.
     pub limits: TenancyLimits,
+    /// Long-poll settings of the HTTP shim.
+    pub http: HttpSettings,
 }
 
 impl Broker {
@@ -193,6 +228,8 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             writer_done: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            parked_polls: AtomicUsize::new(0),
+            http: config.http,
         });
         Ok(Opened {
             broker,
@@ -312,6 +349,37 @@ impl Broker {
             instance: inst,
             principal,
             user,
+        })
+    }
+
+    /// Checks the keys of an HTTP request to instance `instance`, in the
+    /// order the Syncano API answers: the instance first, then the keys.
+    ///
+    /// # Errors
+    /// [`HttpAuthError`].
+    pub fn authenticate_http(
+        &self,
+        instance: &str,
+        key: Option<&str>,
+        user_key: Option<&str>,
+    ) -> Result<Caller, HttpAuthError> {
+        if self.instance(instance).is_none() {
+            return Err(HttpAuthError::InstanceNotFound);
+        }
+        let key = key.ok_or(HttpAuthError::Anonymous)?;
+        self.authenticate(instance, key, user_key.unwrap_or(""))
+            .map_err(|_| HttpAuthError::NoSuchKey)
+    }
+
+    /// Counts of what the server holds now (`server.stats`).
+    pub fn stats(&self) -> serde_json::Value {
+        let table = self.instances.read().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "instances": table.by_id.len(),
+            "channels": self.channel_total.load(Ordering::Acquire),
+            "connections": self.connections.load(Ordering::Acquire),
+            "parked_polls": self.parked_polls.load(Ordering::Acquire),
+            "inflight_bytes": self.inflight_bytes.load(Ordering::Acquire),
         })
     }
 

@@ -410,6 +410,7 @@ mod tests {
             clock: crate::clock::ManualClock::new(1_000_000),
             admin_key: admin_key.map(str::to_string),
             limits: TenancyLimits::default(),
+            http: super::super::HttpSettings::default(),
         }
     }
 

@@ -84,6 +84,11 @@ pub enum ApiError {
     TransferEncodingUnsupported,
     /// 501 `{"detail": "WebSocket transport is not supported; use long polling."}`.
     WebSocketUnsupported,
+    /// 503 `{"detail": "<why>"}`: the server cannot store now (storage full
+    /// or failed, shutting down).
+    Unavailable(String),
+    /// 500 `{"detail": "A server error occurred."}` (DRF's text).
+    ServerError,
     /// 503 `{"detail": "Too many parked polls; retry later."}` with `Retry-After`.
     TooManyPolls {
         /// Seconds until the client may try again.
@@ -111,7 +116,8 @@ impl ApiError {
             Throttled { .. } => 429,
             HeadTooLarge => 431,
             TransferEncodingUnsupported | WebSocketUnsupported => 501,
-            TooManyPolls { .. } => 503,
+            TooManyPolls { .. } | Unavailable(_) => 503,
+            ServerError => 500,
         }
     }
 
@@ -208,6 +214,8 @@ impl ApiError {
             }
             WebSocketUnsupported => "WebSocket transport is not supported; use long polling.",
             TooManyPolls { .. } => "Too many parked polls; retry later.",
+            Unavailable(why) => return why.clone(),
+            ServerError => "A server error occurred.",
             // The field errors are built in `to_json` and never get here.
             RoomRequired | LastIdInvalid | RoomTooLong | PayloadInvalidFormat | PayloadNotJson
             | NotAnObject(_) | FieldNull(_) | NotAString(_) | Validation(_) => "",

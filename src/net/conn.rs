@@ -11,6 +11,15 @@ use crate::broker::{Access, Caller, Channel};
 use crate::limits;
 use crate::storage::Cursor;
 
+/// Which protocol a connection speaks (fixed by the listener it came from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// The binary protocol.
+    Binary,
+    /// HTTP/1.1 (the legacy API shim).
+    Http,
+}
+
 /// Where a connection is in the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -47,6 +56,13 @@ pub enum ReadOutcome {
 pub struct Conn {
     /// The socket.
     pub stream: TcpStream,
+    /// Binary or HTTP.
+    pub kind: ConnKind,
+    /// An HTTP request whose answer waits (a publish on its way to the log,
+    /// or a parked poll); later requests on the connection wait behind it.
+    pub http_wait: Option<Box<super::http::HttpWait>>,
+    /// `100 Continue` was sent for the request being received.
+    pub continue_sent: bool,
     /// Slot generation; completions carry it.
     pub generation: u64,
     /// Read buffer: bytes `[rstart, rend)` are unparsed.
@@ -92,10 +108,13 @@ const RBUF_INITIAL: usize = 8 * 1024;
 const RBUF_BUSY: usize = 256 * 1024;
 
 impl Conn {
-    /// A new connection in the `Hello` phase.
-    pub fn new(stream: TcpStream, generation: u64) -> Conn {
+    /// A new connection (binary ones start in the `Hello` phase).
+    pub fn new(stream: TcpStream, kind: ConnKind, generation: u64) -> Conn {
         Conn {
             stream,
+            kind,
+            http_wait: None,
+            continue_sent: false,
             generation,
             rbuf: Vec::new(),
             rstart: 0,
@@ -124,6 +143,26 @@ impl Conn {
     /// True when the write buffer is over its high-water mark.
     pub fn out_full(&self) -> bool {
         self.pending_out() >= limits::CONNECTION_WRITE_BUFFER_HIGH
+    }
+
+    /// Gives back the buffers of an idle connection (a parked poll) so that
+    /// it costs little memory while it waits.
+    pub fn release_buffers(&mut self) {
+        if self.rstart == self.rend {
+            self.rbuf = Vec::new();
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        if self.pending_out() == 0 {
+            self.wbuf = Vec::new();
+            self.wpos = 0;
+        }
+    }
+
+    /// True when the read buffer is full and may not grow for `max` bytes
+    /// of unparsed input.
+    pub fn read_buffer_full(&self, max: usize) -> bool {
+        self.rend == self.rbuf.len() && (self.rend - self.rstart >= max || self.rbuf.len() >= max)
     }
 
     /// Makes room for `need` unparsed bytes (compacting, then growing up to

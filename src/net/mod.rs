@@ -8,6 +8,7 @@
 
 mod conn;
 mod handle;
+mod http;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -24,9 +25,10 @@ use crate::broker::{Broker, Channel, IoLink};
 use crate::limits;
 use crate::storage::{Chunk, LogReader};
 use crate::wire::{self, ErrorCode, Response};
-use conn::{Conn, ReadOutcome};
+use conn::{Conn, ConnKind, ReadOutcome};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+const HTTP_LISTENER: Token = Token(usize::MAX - 3);
 /// The token of every io thread's waker.
 pub const WAKER: Token = Token(usize::MAX - 2);
 
@@ -41,7 +43,16 @@ struct ChannelSubs {
 }
 
 /// New connections handed from the accepting thread to each io thread.
-pub type Handoff = Arc<Vec<ArrayQueue<TcpStream>>>;
+pub type Handoff = Arc<Vec<ArrayQueue<(TcpStream, ConnKind)>>>;
+
+/// The listeners io thread 0 accepts on.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The binary protocol.
+    pub binary: Option<TcpListener>,
+    /// The HTTP shim.
+    pub http: Option<TcpListener>,
+}
 
 /// One io thread's state.
 pub struct IoThread {
@@ -50,7 +61,10 @@ pub struct IoThread {
     broker: Arc<Broker>,
     link: Arc<IoLink>,
     listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
     handoff: Handoff,
+    /// Parked HTTP long polls.
+    parked: http::Parked,
     next_target: usize,
     conns: Slab<Conn>,
     next_generation: u64,
@@ -68,18 +82,25 @@ pub struct IoThread {
 }
 
 impl IoThread {
-    /// An io thread; thread 0 also owns the listener.
+    /// An io thread; thread 0 also owns the listeners.
     pub fn new(
         id: usize,
         poll: Poll,
         broker: Arc<Broker>,
-        listener: Option<TcpListener>,
+        listeners: Listeners,
         handoff: Handoff,
     ) -> std::io::Result<IoThread> {
         let link = broker.io_links[id].clone();
-        let mut listener = listener;
+        let Listeners {
+            binary: mut listener,
+            http: mut http_listener,
+        } = listeners;
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        if let Some(l) = http_listener.as_mut() {
+            poll.registry()
+                .register(l, HTTP_LISTENER, Interest::READABLE)?;
         }
         Ok(IoThread {
             id,
@@ -87,7 +108,9 @@ impl IoThread {
             broker,
             link,
             listener,
+            http_listener,
             handoff,
+            parked: http::Parked::default(),
             next_target: 0,
             conns: Slab::new(),
             next_generation: 1,
@@ -109,7 +132,7 @@ impl IoThread {
         let mut shutdown_started: Option<Instant> = None;
         loop {
             let timeout = if self.again.is_empty() {
-                Some(Duration::from_millis(200))
+                Some(self.idle_timeout())
             } else {
                 Some(Duration::ZERO)
             };
@@ -121,7 +144,8 @@ impl IoThread {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(ConnKind::Binary),
+                    HTTP_LISTENER => self.accept(ConnKind::Http),
                     WAKER => {}
                     Token(index) => {
                         if event.is_readable() || event.is_read_closed() {
@@ -139,10 +163,12 @@ impl IoThread {
             self.revalidate();
             self.run_again();
             self.fan_out();
+            self.expire_parked();
             self.flush_dirty();
             if self.broker.shutting_down.load(Ordering::Acquire) {
                 let started = *shutdown_started.get_or_insert_with(|| {
                     self.listener = None;
+                    self.http_listener = None;
                     Instant::now()
                 });
                 if self.broker.writer_done.load(Ordering::Acquire) {
@@ -159,15 +185,32 @@ impl IoThread {
         }
     }
 
-    fn accept(&mut self) {
+    /// How long the loop may sleep: the usual tick, or less when a parked
+    /// poll's deadline comes sooner.
+    fn idle_timeout(&self) -> Duration {
+        let tick = Duration::from_millis(200);
+        match self.parked.next_deadline_us() {
+            None => tick,
+            Some(d) => {
+                let now = self.broker.clock().now_us();
+                tick.min(Duration::from_micros(d.saturating_sub(now)))
+            }
+        }
+    }
+
+    fn accept(&mut self, kind: ConnKind) {
         loop {
-            let Some(listener) = self.listener.as_ref() else {
+            let listener = match kind {
+                ConnKind::Binary => self.listener.as_ref(),
+                ConnKind::Http => self.http_listener.as_ref(),
+            };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
                 Ok((stream, _)) => {
                     if self.broker.connections.load(Ordering::Acquire) >= limits::CONNECTIONS_MAX {
-                        refuse(stream);
+                        refuse(stream, kind);
                         continue;
                     }
                     self.broker.connections.fetch_add(1, Ordering::AcqRel);
@@ -175,10 +218,10 @@ impl IoThread {
                     let target = self.next_target % n;
                     self.next_target = self.next_target.wrapping_add(1);
                     if target == self.id {
-                        self.register(stream);
+                        self.register(stream, kind);
                     } else if let Some(q) = self.handoff.get(target) {
-                        if let Err(stream) = q.push(stream) {
-                            self.register(stream);
+                        if let Err((stream, kind)) = q.push((stream, kind)) {
+                            self.register(stream, kind);
                         } else if let Some(link) = self.broker.io_links.get(target) {
                             link.wake();
                         }
@@ -196,12 +239,12 @@ impl IoThread {
     }
 
     fn take_handoffs(&mut self) {
-        while let Some(stream) = self.handoff.get(self.id).and_then(ArrayQueue::pop) {
-            self.register(stream);
+        while let Some((stream, kind)) = self.handoff.get(self.id).and_then(ArrayQueue::pop) {
+            self.register(stream, kind);
         }
     }
 
-    fn register(&mut self, mut stream: TcpStream) {
+    fn register(&mut self, mut stream: TcpStream, kind: ConnKind) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
@@ -218,13 +261,17 @@ impl IoThread {
             self.broker.connections.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        entry.insert(Conn::new(stream, generation));
+        entry.insert(Conn::new(stream, kind, generation));
     }
 
     fn on_readable(&mut self, index: usize) {
         if self.broker.shutting_down.load(Ordering::Acquire) {
             // Shutdown takes no new requests: what was queued is appended,
             // synced and answered; nothing is queued after the writer drained.
+            return;
+        }
+        if self.is_http(index) {
+            self.on_readable_http(index);
             return;
         }
         loop {
@@ -249,6 +296,50 @@ impl IoThread {
                     return;
                 }
             }
+        }
+    }
+
+    /// Reads an HTTP connection. While a request waits (a parked poll, a
+    /// publish), input is only buffered, up to one request, so that a
+    /// hang-up is seen at once and pipelined requests wait their turn.
+    fn on_readable_http(&mut self, index: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
+            if conn.closing || conn.out_full() {
+                return;
+            }
+            let waiting = conn.http_wait.is_some() || conn.stalled.is_some();
+            if waiting
+                && conn.read_buffer_full(limits::HTTP_HEAD_LEN_MAX + limits::HTTP_BODY_LEN_MAX)
+            {
+                return;
+            }
+            match conn.read_some() {
+                ReadOutcome::Progress => {
+                    if waiting {
+                        continue;
+                    }
+                    if !self.handle_http(index) {
+                        return;
+                    }
+                }
+                ReadOutcome::WouldBlock => return,
+                ReadOutcome::Closed => {
+                    self.close(index);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles buffered input: frames or HTTP requests.
+    fn handle_input(&mut self, index: usize) -> bool {
+        if self.is_http(index) {
+            self.handle_http(index)
+        } else {
+            self.handle_frames(index)
         }
     }
 
@@ -332,7 +423,7 @@ impl IoThread {
                     }
                 }
             }
-            if self.handle_frames(index) {
+            if self.handle_input(index) {
                 self.on_readable(index);
             }
         }
@@ -374,6 +465,15 @@ impl IoThread {
                 continue;
             }
             conn.inflight = conn.inflight.saturating_sub(1);
+            if conn.kind == ConnKind::Http {
+                let outcome = match frame {
+                    Ok(Some((_, _, first_id, _))) => Ok(first_id),
+                    Ok(None) => Err(crate::http::ApiError::ServerError),
+                    Err((_, code, message)) => Err(http_publish_error(code, message)),
+                };
+                self.http_published(index, outcome);
+                continue;
+            }
             match frame {
                 Ok(Some((request_id, count, first_id, duplicates))) => wire::encode_response(
                     &mut conn.wbuf,
@@ -459,6 +559,7 @@ impl IoThread {
             self.pump(index, sub_id);
             self.mark_dirty(index);
         }
+        self.wake_parked();
     }
 
     fn close_channel_subs(&mut self, channel_id: u64) {
@@ -499,6 +600,7 @@ impl IoThread {
             return;
         }
         self.seen_epoch = epoch;
+        self.revalidate_parked();
         let indexes: Vec<usize> = self
             .conns
             .iter()
@@ -627,6 +729,7 @@ impl IoThread {
         if !self.conns.contains(index) {
             return;
         }
+        self.unpark(index);
         let mut conn = self.conns.remove(index);
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
             tracing::debug!(error = %e, "deregister failed");
@@ -664,16 +767,36 @@ impl IoThread {
     }
 }
 
+/// What an HTTP publish's failure is answered with.
+fn http_publish_error(code: ErrorCode, message: String) -> crate::http::ApiError {
+    use crate::http::ApiError;
+    match code {
+        ErrorCode::ChannelNotFound => ApiError::NotFound,
+        ErrorCode::StorageFull | ErrorCode::StorageFailed | ErrorCode::ShuttingDown => {
+            ApiError::Unavailable(message)
+        }
+        _ => ApiError::ServerError,
+    }
+}
+
 /// Tells a connection over the limit why it is closed, without blocking.
-fn refuse(mut stream: TcpStream) {
+fn refuse(mut stream: TcpStream, kind: ConnKind) {
     use std::io::Write;
     let mut out = Vec::new();
-    wire::encode_error(
-        &mut out,
-        0,
-        ErrorCode::LimitExceeded,
-        "too many connections (CONNECTIONS_MAX)",
-    );
+    match kind {
+        ConnKind::Binary => wire::encode_error(
+            &mut out,
+            0,
+            ErrorCode::LimitExceeded,
+            "too many connections (CONNECTIONS_MAX)",
+        ),
+        ConnKind::Http => crate::http::write_error(
+            &mut out,
+            &crate::http::ApiError::Unavailable("Too many connections; retry later.".into()),
+            &[("Retry-After", "1")],
+            &crate::http::ResponseOptions::closing(),
+        ),
+    }
     // Best effort: the socket is new, so the small frame fits its buffer;
     // if not, the peer sees the close alone.
     if let Err(e) = stream.write(&out) {

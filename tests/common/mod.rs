@@ -16,6 +16,8 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 pub struct TestServer {
     pub handle: Option<ServerHandle>,
     pub addr: String,
+    /// `host:port` of the HTTP shim (empty unless started with it).
+    pub http: String,
 }
 
 impl TestServer {
@@ -33,10 +35,23 @@ impl TestServer {
         tweak(&mut config);
         let handle = server::start(config).expect("server starts");
         let addr = handle.local_addr().to_string();
+        let http = handle
+            .http_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         TestServer {
             handle: Some(handle),
             addr,
+            http,
         }
+    }
+
+    /// A server with the HTTP shim on a free port too.
+    pub fn start_http(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        Self::start_with(dir, |c| {
+            c.http_listen = Some("127.0.0.1:0".parse().unwrap());
+            tweak(c);
+        })
     }
 
     pub fn stop(&mut self) {
