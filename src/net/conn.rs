@@ -63,6 +63,13 @@ pub struct Conn {
     pub http_wait: Option<Box<super::http::HttpWait>>,
     /// `100 Continue` was sent for the request being received.
     pub continue_sent: bool,
+    /// Linger before closing (the client may still be sending a request
+    /// that was refused).
+    pub linger: bool,
+    /// The write side is shut; input is read and dropped until the close.
+    pub lingering: bool,
+    /// Bytes dropped while lingering.
+    pub discarded: usize,
     /// Slot generation; completions carry it.
     pub generation: u64,
     /// Read buffer: bytes `[rstart, rend)` are unparsed.
@@ -115,6 +122,9 @@ impl Conn {
             kind,
             http_wait: None,
             continue_sent: false,
+            linger: false,
+            lingering: false,
+            discarded: 0,
             generation,
             rbuf: Vec::new(),
             rstart: 0,

@@ -292,6 +292,7 @@ impl IoThread {
                         &ResponseOptions::closing(),
                     );
                     conn.closing = true;
+                    conn.linger = true;
                     self.mark_dirty(index);
                     return false;
                 }

@@ -27,6 +27,11 @@ use crate::storage::{Chunk, LogReader};
 use crate::wire::{self, ErrorCode, Response};
 use conn::{Conn, ConnKind, ReadOutcome};
 
+/// How long a refused HTTP connection lingers before its close, µs.
+const LINGER_US: u64 = 2_000_000;
+/// Most bytes a lingering connection may still send before it is closed.
+const LINGER_BYTES_MAX: usize = 1024 * 1024;
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const HTTP_LISTENER: Token = Token(usize::MAX - 3);
 /// The token of every io thread's waker.
@@ -65,6 +70,8 @@ pub struct IoThread {
     handoff: Handoff,
     /// Parked HTTP long polls.
     parked: http::Parked,
+    /// Connections lingering before their close: (index, generation, until µs).
+    lingering: Vec<(usize, u64, u64)>,
     next_target: usize,
     conns: Slab<Conn>,
     next_generation: u64,
@@ -111,6 +118,7 @@ impl IoThread {
             http_listener,
             handoff,
             parked: http::Parked::default(),
+            lingering: Vec::new(),
             next_target: 0,
             conns: Slab::new(),
             next_generation: 1,
@@ -164,6 +172,7 @@ impl IoThread {
             self.run_again();
             self.fan_out();
             self.expire_parked();
+            self.expire_lingering();
             self.flush_dirty();
             if self.broker.shutting_down.load(Ordering::Acquire) {
                 let started = *shutdown_started.get_or_insert_with(|| {
@@ -270,6 +279,10 @@ impl IoThread {
             // synced and answered; nothing is queued after the writer drained.
             return;
         }
+        if self.conns.get(index).is_some_and(|c| c.lingering) {
+            self.discard_input(index);
+            return;
+        }
         if self.is_http(index) {
             self.on_readable_http(index);
             return;
@@ -374,7 +387,7 @@ impl IoThread {
         };
         if conn.closing {
             if conn.pending_out() == 0 {
-                self.close(index);
+                self.finish(index);
             }
             return;
         }
@@ -518,7 +531,7 @@ impl IoThread {
                 continue;
             };
             if conn.closing && conn.pending_out() == 0 {
-                self.close(index);
+                self.finish(index);
             } else if conn.deliveries_blocked && !conn.out_full() && !self.again.contains(&index) {
                 // The socket took the buffer without reaching `WouldBlock`,
                 // so no writable event will come: resume on the next turn.
@@ -721,6 +734,84 @@ impl IoThread {
                         },
                     );
                 }
+            }
+        }
+    }
+
+    /// Ends a connection whose last answer is written. One that was refused
+    /// in the middle of a request (an HTTP framing error) first lingers: its
+    /// write side is shut and what the client still sends is read and
+    /// dropped for a while, so that the client reads the answer instead of
+    /// a reset.
+    fn finish(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if !conn.linger || conn.lingering {
+            if !conn.lingering {
+                self.close(index);
+            }
+            return;
+        }
+        conn.lingering = true;
+        conn.rbuf = Vec::new();
+        conn.rstart = 0;
+        conn.rend = 0;
+        if conn.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            self.close(index);
+            return;
+        }
+        let until = self.broker.clock().now_us().saturating_add(LINGER_US);
+        let generation = conn.generation;
+        self.lingering.push((index, generation, until));
+        self.discard_input(index);
+    }
+
+    /// Reads and drops the input of a lingering connection; closes it at
+    /// the end of its input or past `LINGER_BYTES_MAX`.
+    fn discard_input(&mut self, index: usize) {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
+            match std::io::Read::read(&mut conn.stream, &mut scratch) {
+                Ok(0) => break,
+                Ok(n) => {
+                    conn.discarded += n;
+                    if conn.discarded > LINGER_BYTES_MAX {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.close(index);
+    }
+
+    /// Closes lingering connections whose time is up.
+    fn expire_lingering(&mut self) {
+        if self.lingering.is_empty() {
+            return;
+        }
+        let now = self.broker.clock().now_us();
+        let mut due = Vec::new();
+        self.lingering.retain(|&(index, generation, until)| {
+            let over = until <= now;
+            if over {
+                due.push((index, generation));
+            }
+            !over
+        });
+        for (index, generation) in due {
+            if self
+                .conns
+                .get(index)
+                .is_some_and(|c| c.generation == generation)
+            {
+                self.close(index);
             }
         }
     }
