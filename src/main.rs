@@ -80,6 +80,12 @@ enum BenchMode {
     Lat,
     /// Pipelined acknowledged publishes: throughput and ack latency.
     Ack,
+    /// HTTP long polls: server memory per parked poll, publish→all-answered latency.
+    HttpPoll,
+    /// HTTP publishes over keep-alive connections: requests/s.
+    HttpPub,
+    /// A fixed answer of the HTTP router (404), same loop: requests/s.
+    HttpStatic,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +153,25 @@ struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// HTTP shim address (HTTP modes, without --embedded or --spawn).
+    #[arg(long, default_value = config::HTTP_LISTEN_DEFAULT, value_name = "ADDR")]
+    http: String,
+    /// Start the server as a separate process on a temporary directory
+    /// (HTTP modes read its resident memory).
+    #[arg(long)]
+    spawn: bool,
+    /// The server's process id, to read its resident memory (HTTP modes).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Parked polls (http-poll).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    polls: usize,
+    /// Rounds of park, publish, answer (http-poll).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    rounds: usize,
+    /// Keep-alive connections (http-pub, http-static).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    conns: usize,
 }
 
 #[derive(Debug, Args)]
@@ -840,9 +865,9 @@ fn channel(cmd: ChannelCommand) -> Result<(), Failure> {
 }
 
 fn bench(a: BenchArgs) -> Result<(), Failure> {
-    if !a.embedded && a.key.is_empty() {
+    if !a.embedded && !a.spawn && a.key.is_empty() {
         return Err(usage(
-            "bench needs --key (or TIDEWIRE_KEY) unless --embedded",
+            "bench needs --key (or TIDEWIRE_KEY) unless --embedded or --spawn",
         ));
     }
     let durability = config::parse_durability(&a.durability).map_err(usage)?;
@@ -852,6 +877,9 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
             BenchMode::Fanout => tidewire::bench::Mode::Fanout,
             BenchMode::Lat => tidewire::bench::Mode::Lat,
             BenchMode::Ack => tidewire::bench::Mode::Ack,
+            BenchMode::HttpPoll => tidewire::bench::Mode::HttpPoll,
+            BenchMode::HttpPub => tidewire::bench::Mode::HttpPub,
+            BenchMode::HttpStatic => tidewire::bench::Mode::HttpStatic,
         },
         server: a.server,
         key: a.key,
@@ -875,6 +903,12 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
         warmup: a.warmup,
         max_secs: a.max_secs,
         json: a.json,
+        http: a.http,
+        spawn: a.spawn,
+        server_pid: a.server_pid,
+        polls: a.polls,
+        rounds: a.rounds,
+        conns: a.conns,
     };
     tidewire::bench::run(&cfg).map_err(|e| Failure::Serve(e.to_string()))?;
     Ok(())

@@ -7,6 +7,8 @@
 //! count and in time. It speaks to the server through the Rust client only;
 //! `--embedded` starts a server in-process on a temporary directory.
 
+mod http;
+
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +38,18 @@ pub enum Mode {
     Lat,
     /// Pipelined acknowledged publishes: throughput and ack latency.
     Ack,
+    /// HTTP long polls: memory per parked poll, publish→all-answered latency.
+    HttpPoll,
+    /// HTTP publishes over keep-alive connections: requests/s.
+    HttpPub,
+    /// A fixed answer of the HTTP router, same loop: requests/s.
+    HttpStatic,
+}
+
+impl Mode {
+    fn is_http(self) -> bool {
+        matches!(self, Mode::HttpPoll | Mode::HttpPub | Mode::HttpStatic)
+    }
 }
 
 /// A benchmark run's settings.
@@ -80,6 +94,89 @@ pub struct BenchConfig {
     pub max_secs: u64,
     /// Print one JSON object instead of text.
     pub json: bool,
+    /// HTTP shim address (HTTP modes, without `embedded` / `spawn`).
+    pub http: String,
+    /// Start the server as a separate process (so its memory can be read).
+    pub spawn: bool,
+    /// The server's process id, for its resident memory (HTTP modes).
+    pub server_pid: Option<u32>,
+    /// Parked polls (`http-poll`).
+    pub polls: usize,
+    /// Rounds (`http-poll`).
+    pub rounds: usize,
+    /// Connections (`http-pub`, `http-static`).
+    pub conns: usize,
+}
+
+/// A server process started by the bench (`--spawn`), stopped on drop.
+struct Spawned {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: String,
+    http: String,
+}
+
+impl Spawned {
+    fn start(cfg: &BenchConfig, key: &str) -> Result<Spawned, BenchError> {
+        use std::io::BufRead;
+        let dir = std::env::temp_dir().join(format!("tidewire-bench-srv-{}", std::process::id()));
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--io-threads")
+            .arg(cfg.io_threads.max(1).to_string())
+            .arg("--durability")
+            .arg(match cfg.durability {
+                Durability::None => "none".to_string(),
+                Durability::Batch => "batch".to_string(),
+                Durability::Interval { ms } => format!("interval:{ms}"),
+            })
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("TIDEWIRE_ADMIN_KEY", key)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let (mut addr, mut http) = (String::new(), String::new());
+        while addr.is_empty() || http.is_empty() {
+            let line = lines.next().ok_or("the server exited")??;
+            if let Some(a) = line.strip_prefix("tidewire: listening on ") {
+                addr = a.trim().to_string();
+            } else if let Some(a) = line.strip_prefix("tidewire: HTTP shim listening on ") {
+                http = a.trim().to_string();
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Spawned {
+            child,
+            dir,
+            addr,
+            http,
+        })
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // A bench run that failed still stops its server.
+        if let Err(e) = self.child.kill() {
+            tracing::debug!(error = %e, "the bench server had exited");
+        }
+        if let Err(e) = self.child.wait() {
+            tracing::debug!(error = %e, "could not reap the bench server");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::debug!(error = %e, "could not remove the bench server's directory");
+        }
+    }
 }
 
 /// Nanoseconds since the run's base instant, for payload timestamps.
@@ -195,7 +292,18 @@ impl Progress {
 pub fn run(cfg: &BenchConfig) -> Result<Value, BenchError> {
     let mut embedded_dir = None;
     let mut handle = None;
-    let (addr, key) = if cfg.embedded {
+    let mut spawned = None;
+    let mut http_addr = cfg.http.clone();
+    let mut server_pid = cfg.server_pid;
+    let (addr, key) = if cfg.spawn {
+        let key = crate::broker::generate_key()?;
+        let s = Spawned::start(cfg, &key)?;
+        let addr = s.addr.clone();
+        http_addr.clone_from(&s.http);
+        server_pid = Some(s.child.id());
+        spawned = Some(s);
+        (addr, key)
+    } else if cfg.embedded {
         let dir = std::env::temp_dir().join(format!("tidewire-bench-{}", std::process::id()));
         let key = crate::broker::generate_key()?;
         let mut sc = ServerConfig::new(&dir);
@@ -204,15 +312,42 @@ pub fn run(cfg: &BenchConfig) -> Result<Value, BenchError> {
         sc.admin_key = Some(key.clone());
         sc.log.durability = cfg.durability;
         sc.log.segment_size = 1 << 30;
+        if cfg.mode.is_http() {
+            sc.http_listen = Some("127.0.0.1:0".parse()?);
+        }
         let h = crate::server::start(sc)?;
         let addr = h.local_addr().to_string();
+        if let Some(a) = h.http_addr() {
+            http_addr = a.to_string();
+        }
         handle = Some(h);
         embedded_dir = Some(dir);
         (addr, key)
     } else {
         (cfg.server.clone(), cfg.key.clone())
     };
-    let result = run_against(cfg, &addr, &key);
+    let result = if cfg.mode.is_http() {
+        let b = http::HttpBench {
+            http: http_addr,
+            server: addr.clone(),
+            key: key.clone(),
+            polls: cfg.polls,
+            rounds: cfg.rounds,
+            conns: cfg.conns,
+            count: cfg.count,
+            size: cfg.size,
+            server_pid,
+            max_secs: cfg.max_secs,
+        };
+        match cfg.mode {
+            Mode::HttpPoll => http::run_poll(&b),
+            Mode::HttpPub => http::run_requests(&b, true),
+            _ => http::run_requests(&b, false),
+        }
+    } else {
+        run_against(cfg, &addr, &key)
+    };
+    drop(spawned);
     if let Some(h) = handle {
         h.shutdown();
         h.wait()?;
@@ -253,6 +388,9 @@ fn run_against(cfg: &BenchConfig, addr: &str, key: &str) -> Result<Value, BenchE
         Mode::Pub => run_pub(cfg, addr, key, &channels)?,
         Mode::Fanout | Mode::Lat => run_fanout(cfg, addr, key, &channels)?,
         Mode::Ack => run_ack(cfg, addr, key, &channels)?,
+        Mode::HttpPoll | Mode::HttpPub | Mode::HttpStatic => {
+            return Err("HTTP modes run through run()".into())
+        }
     };
     for name in &channels {
         admin.channel_delete(name)?;
@@ -621,6 +759,29 @@ fn print_human(r: &Value) {
         )
     };
     match r["mode"].as_str() {
+        Some("http-poll") => {
+            println!(
+                "{} parked polls: all answered p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (median of {} rounds)",
+                r["polls"],
+                f("all_answered_p50_us") / 1000.0,
+                f("all_answered_p99_us") / 1000.0,
+                f("all_answered_max_us") / 1000.0,
+                r["rounds"]
+            );
+            match r["bytes_per_parked_poll"].as_f64() {
+                Some(b) => println!("server resident memory per parked poll: {:.0} bytes", b),
+                None => println!("server resident memory: unknown (use --spawn or --server-pid)"),
+            }
+        }
+        Some("http-pub") | Some("http-static") => println!(
+            "{}: {:.0} requests/s over {} keep-alive connections ({} requests in {:.2} s); latency {}",
+            r["mode"].as_str().unwrap_or(""),
+            f("requests_per_s"),
+            r["conns"],
+            r["requests"],
+            f("secs"),
+            lat(&r["latency"])
+        ),
         Some("pub") => println!(
             "publish: {:.0} msgs/s, {:.1} MB/s ({} messages in {:.2} s)",
             f("publish_msgs_per_s"),

@@ -70,6 +70,10 @@ pub struct Conn {
     pub lingering: bool,
     /// Bytes dropped while lingering.
     pub discarded: usize,
+    /// On the io thread's `again` list.
+    pub queued_again: bool,
+    /// On the io thread's `dirty` list.
+    pub queued_dirty: bool,
     /// Slot generation; completions carry it.
     pub generation: u64,
     /// Read buffer: bytes `[rstart, rend)` are unparsed.
@@ -110,6 +114,8 @@ pub struct Conn {
 /// Read buffer size of a connection once it has sent something; small, so an
 /// idle connection costs little.
 const RBUF_INITIAL: usize = 8 * 1024;
+/// Write buffers up to this capacity are given back once flushed empty.
+const WBUF_IDLE_KEEP_MAX: usize = 16 * 1024;
 /// Read buffer size a busy connection grows to (larger frames grow it further,
 /// up to one maximal frame).
 const RBUF_BUSY: usize = 256 * 1024;
@@ -125,6 +131,8 @@ impl Conn {
             linger: false,
             lingering: false,
             discarded: 0,
+            queued_again: false,
+            queued_dirty: false,
             generation,
             rbuf: Vec::new(),
             rstart: 0,
@@ -196,7 +204,7 @@ impl Conn {
     /// Reads once into the free tail of the read buffer.
     pub fn read_some(&mut self) -> ReadOutcome {
         if self.rbuf.is_empty() {
-            self.rbuf.resize(RBUF_INITIAL, 0);
+            return self.read_first();
         } else if self.rend == self.rbuf.len() && self.rstart == 0 && self.rbuf.len() < RBUF_BUSY {
             // The last read filled the buffer: this peer sends in bulk.
             let size = (self.rbuf.len() * 2).min(RBUF_BUSY);
@@ -213,6 +221,37 @@ impl Conn {
                 Ok(0) => return ReadOutcome::Closed,
                 Ok(n) => {
                     self.rend += n;
+                    return ReadOutcome::Progress;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Run dry: a small, empty buffer is given back, so an
+                    // idle connection holds none (bulk senders keep theirs).
+                    if self.rstart == self.rend && self.rbuf.len() <= RBUF_INITIAL {
+                        self.rbuf = Vec::new();
+                        self.rstart = 0;
+                        self.rend = 0;
+                    }
+                    return ReadOutcome::WouldBlock;
+                }
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Reads into a connection without a buffer: the bytes land on the
+    /// stack first, and a buffer is made only when some arrived, so an idle
+    /// connection (or a parked poll) holds no read buffer at all.
+    fn read_first(&mut self) -> ReadOutcome {
+        let mut first = [0u8; RBUF_INITIAL];
+        loop {
+            match self.stream.read(&mut first) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => {
+                    self.rbuf.resize(RBUF_INITIAL, 0);
+                    self.rbuf[..n].copy_from_slice(&first[..n]);
+                    self.rstart = 0;
+                    self.rend = n;
                     return ReadOutcome::Progress;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -239,8 +278,12 @@ impl Conn {
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
-            // Give back memory after a burst, keeping a working size.
-            if self.wbuf.capacity() > 2 * limits::CONNECTION_WRITE_BUFFER_HIGH {
+            // Give back memory after a burst, keeping a working size; a
+            // small buffer is given back whole, so an idle connection holds
+            // none.
+            if self.wbuf.capacity() <= WBUF_IDLE_KEEP_MAX {
+                self.wbuf = Vec::new();
+            } else if self.wbuf.capacity() > 2 * limits::CONNECTION_WRITE_BUFFER_HIGH {
                 self.wbuf.shrink_to(limits::CONNECTION_WRITE_BUFFER_HIGH);
             }
         } else if self.wpos > limits::CONNECTION_WRITE_BUFFER_HIGH {

@@ -49,7 +49,11 @@ impl IoThread {
             let header = match wire::decode_header(&conn.rbuf[conn.rstart..conn.rend]) {
                 Ok(Some(h)) => h,
                 Ok(None) => {
-                    conn.reserve_frame(wire::FRAME_HEADER_LEN);
+                    // An idle connection keeps no buffer: `read_some` makes
+                    // one when bytes arrive.
+                    if conn.rend > conn.rstart {
+                        conn.reserve_frame(wire::FRAME_HEADER_LEN);
+                    }
                     return true;
                 }
                 Err(e) => {
@@ -91,9 +95,7 @@ impl IoThread {
                 }
             }
         }
-        if !self.again.contains(&index) {
-            self.again.push(index);
-        }
+        self.push_again(index);
         false
     }
 
@@ -503,9 +505,7 @@ impl IoThread {
             Err(back) => {
                 conn.stalled = Some(back);
                 conn.stalled_bytes = bytes;
-                if !self.again.contains(&index) {
-                    self.again.push(index);
-                }
+                self.push_again(index);
                 Ok(Next::Pause)
             }
         }

@@ -279,8 +279,12 @@ impl IoThread {
                         conn.wbuf.extend_from_slice(CONTINUE_RESPONSE);
                         conn.continue_sent = true;
                     }
-                    let want = (conn.rend - conn.rstart + 4096).min(HTTP_BUFFER_MAX);
-                    conn.reserve_frame(want);
+                    // An idle connection keeps no buffer: `read_some` makes
+                    // one when bytes arrive.
+                    if conn.rend > conn.rstart {
+                        let want = (conn.rend - conn.rstart + 4096).min(HTTP_BUFFER_MAX);
+                        conn.reserve_frame(want);
+                    }
                     self.mark_dirty(index);
                     return true;
                 }
@@ -304,9 +308,7 @@ impl IoThread {
                 }
             }
         }
-        if !self.again.contains(&index) {
-            self.again.push(index);
-        }
+        self.push_again(index);
         false
     }
 
@@ -616,9 +618,17 @@ impl IoThread {
         if !opts.keep_alive {
             conn.closing = true;
         }
+        self.resume_http(index);
+    }
+
+    /// After an answer: flush it, and go on with requests already buffered.
+    /// Without buffered input there is nothing to do until the socket is
+    /// readable again (input that came while the request waited was read up
+    /// to `WouldBlock`, so a new readable event will come).
+    fn resume_http(&mut self, index: usize) {
         self.mark_dirty(index);
-        if !self.again.contains(&index) {
-            self.again.push(index);
+        if self.conns.get(index).is_some_and(|c| c.rend > c.rstart) {
+            self.push_again(index);
         }
     }
 
@@ -630,10 +640,7 @@ impl IoThread {
         if !opts.keep_alive {
             conn.closing = true;
         }
-        self.mark_dirty(index);
-        if !self.again.contains(&index) {
-            self.again.push(index);
-        }
+        self.resume_http(index);
     }
 
     /// Answers the parked polls of every channel whose head moved, and
@@ -800,9 +807,7 @@ impl IoThread {
         if let Err(back) = self.broker.try_append(msg, bytes) {
             conn.stalled = Some(back);
             conn.stalled_bytes = bytes;
-            if !self.again.contains(&index) {
-                self.again.push(index);
-            }
+            self.push_again(index);
         }
         Ok(Reply::Later)
     }

@@ -363,9 +363,7 @@ impl IoThread {
             return true;
         };
         if conn.stalled.is_some() {
-            if !self.again.contains(&index) {
-                self.again.push(index);
-            }
+            self.push_again(index);
             return true;
         }
         // A full write buffer resumes on the writable event; too many
@@ -391,9 +389,7 @@ impl IoThread {
             }
             return;
         }
-        if !self.again.contains(&index) {
-            self.again.push(index);
-        }
+        self.push_again(index);
     }
 
     /// Restarts the cursors of a connection whose deliveries stopped at a
@@ -416,10 +412,19 @@ impl IoThread {
     /// Retries stalled publishes and parses input left in read buffers.
     fn run_again(&mut self) {
         if self.broker.shutting_down.load(Ordering::Acquire) {
-            self.again.clear();
+            for index in std::mem::take(&mut self.again) {
+                if let Some(c) = self.conns.get_mut(index) {
+                    c.queued_again = false;
+                }
+            }
             return;
         }
         let list = std::mem::take(&mut self.again);
+        for &index in &list {
+            if let Some(c) = self.conns.get_mut(index) {
+                c.queued_again = false;
+            }
+        }
         for index in list {
             self.resume_deliveries(index);
             let Some(conn) = self.conns.get_mut(index) else {
@@ -431,7 +436,7 @@ impl IoThread {
                     Ok(()) => {}
                     Err(back) => {
                         conn.stalled = Some(back);
-                        self.again.push(index);
+                        self.push_again(index);
                         continue;
                     }
                 }
@@ -504,16 +509,30 @@ impl IoThread {
             }
             let resumes =
                 conn.inflight == 0 || conn.inflight + 1 == limits::CONNECTION_INFLIGHT_REQUESTS_MAX;
-            if resumes && !self.again.contains(&index) {
-                self.again.push(index);
+            if resumes {
+                self.push_again(index);
             }
             self.mark_dirty(index);
         }
     }
 
+    /// Puts a connection on the list to flush at the end of this turn (once).
     fn mark_dirty(&mut self, index: usize) {
-        if !self.dirty.contains(&index) {
-            self.dirty.push(index);
+        if let Some(c) = self.conns.get_mut(index) {
+            if !c.queued_dirty {
+                c.queued_dirty = true;
+                self.dirty.push(index);
+            }
+        }
+    }
+
+    /// Puts a connection on the list to look at again this turn (once).
+    fn push_again(&mut self, index: usize) {
+        if let Some(c) = self.conns.get_mut(index) {
+            if !c.queued_again {
+                c.queued_again = true;
+                self.again.push(index);
+            }
         }
     }
 
@@ -522,6 +541,7 @@ impl IoThread {
             let Some(conn) = self.conns.get_mut(index) else {
                 continue;
             };
+            conn.queued_dirty = false;
             if let Err(e) = conn.flush() {
                 tracing::debug!(error = %e, "write failed");
                 self.close(index);
@@ -532,10 +552,10 @@ impl IoThread {
             };
             if conn.closing && conn.pending_out() == 0 {
                 self.finish(index);
-            } else if conn.deliveries_blocked && !conn.out_full() && !self.again.contains(&index) {
+            } else if conn.deliveries_blocked && !conn.out_full() {
                 // The socket took the buffer without reaching `WouldBlock`,
                 // so no writable event will come: resume on the next turn.
-                self.again.push(index);
+                self.push_again(index);
             }
         }
     }
