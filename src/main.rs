@@ -86,6 +86,8 @@ enum BenchMode {
     HttpPub,
     /// A fixed answer of the HTTP router (404), same loop: requests/s.
     HttpStatic,
+    /// Server memory per idle authenticated connection (--conns, --spawn).
+    Idle,
 }
 
 #[derive(Debug, Args)]
@@ -169,7 +171,7 @@ struct BenchArgs {
     /// Rounds of park, publish, answer (http-poll).
     #[arg(long, default_value_t = 5, value_name = "N")]
     rounds: usize,
-    /// Keep-alive connections (http-pub, http-static).
+    /// Connections (http-pub, http-static: keep-alive; idle).
     #[arg(long, default_value_t = 32, value_name = "N")]
     conns: usize,
 }
@@ -880,6 +882,7 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
             BenchMode::HttpPoll => tidewire::bench::Mode::HttpPoll,
             BenchMode::HttpPub => tidewire::bench::Mode::HttpPub,
             BenchMode::HttpStatic => tidewire::bench::Mode::HttpStatic,
+            BenchMode::Idle => tidewire::bench::Mode::Idle,
         },
         server: a.server,
         key: a.key,

@@ -8,6 +8,7 @@
 //! `--embedded` starts a server in-process on a temporary directory.
 
 mod http;
+mod idle;
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -44,6 +45,8 @@ pub enum Mode {
     HttpPub,
     /// A fixed answer of the HTTP router, same loop: requests/s.
     HttpStatic,
+    /// Server memory per idle authenticated connection.
+    Idle,
 }
 
 impl Mode {
@@ -326,7 +329,9 @@ pub fn run(cfg: &BenchConfig) -> Result<Value, BenchError> {
     } else {
         (cfg.server.clone(), cfg.key.clone())
     };
-    let result = if cfg.mode.is_http() {
+    let result = if cfg.mode == Mode::Idle {
+        idle::run_idle(&addr, &key, cfg.conns, server_pid, cfg.max_secs)
+    } else if cfg.mode.is_http() {
         let b = http::HttpBench {
             http: http_addr,
             server: addr.clone(),
@@ -388,8 +393,8 @@ fn run_against(cfg: &BenchConfig, addr: &str, key: &str) -> Result<Value, BenchE
         Mode::Pub => run_pub(cfg, addr, key, &channels)?,
         Mode::Fanout | Mode::Lat => run_fanout(cfg, addr, key, &channels)?,
         Mode::Ack => run_ack(cfg, addr, key, &channels)?,
-        Mode::HttpPoll | Mode::HttpPub | Mode::HttpStatic => {
-            return Err("HTTP modes run through run()".into())
+        Mode::HttpPoll | Mode::HttpPub | Mode::HttpStatic | Mode::Idle => {
+            return Err("this mode runs through run()".into())
         }
     };
     for name in &channels {
@@ -773,6 +778,13 @@ fn print_human(r: &Value) {
                 None => println!("server resident memory: unknown (use --spawn or --server-pid)"),
             }
         }
+        Some("idle") => match r["bytes_per_idle_connection"].as_f64() {
+            Some(b) => println!(
+                "{} idle authenticated connections: {:.0} bytes of server memory each",
+                r["conns"], b
+            ),
+            None => println!("server resident memory: unknown (use --spawn or --server-pid)"),
+        },
         Some("http-pub") | Some("http-static") => println!(
             "{}: {:.0} requests/s over {} keep-alive connections ({} requests in {:.2} s); latency {}",
             r["mode"].as_str().unwrap_or(""),
