@@ -395,6 +395,23 @@ fn errors_follow_the_documented_precedence() {
         a.json(),
         json!({"last_id": ["A valid integer is required."]})
     );
+    // A bad key is refused before a broken body is looked at.
+    let broken = [("X-API-KEY", "bad"), ("Content-Type", "application/json")];
+    let a = call("POST", &shim.url("rooms/publish/"), &broken, Some("{nope"));
+    assert_eq!(
+        (a.status, a.json()),
+        (403, json!({"detail": "No such API Key."}))
+    );
+    let good = [
+        ("X-API-KEY", ADMIN_KEY),
+        ("Content-Type", "application/json"),
+    ];
+    let a = call("POST", &shim.url("rooms/publish/"), &good, Some("{nope"));
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.json()["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("JSON parse error"));
 }
 
 // ----- long polls ------------------------------------------------------------------

@@ -335,9 +335,13 @@ fn the_permission_matrix_holds_for_every_caller_channel_and_operation() {
                 .map(|ch| ch["name"].as_str().unwrap().to_string())
                 .filter(|n| n.starts_with('o'))
                 .collect();
+            // An anonymous-read key lists only what is open to every user.
             let readable: Vec<String> = settings
                 .iter()
-                .filter(|s| expected(who, s, Op::ChannelGet).is_ok())
+                .filter(|s| match who {
+                    Who::AnonymousRead => s.other >= 1,
+                    _ => expected(who, s, Op::ChannelGet).is_ok(),
+                })
                 .map(|s| s.name.clone())
                 .collect();
             let mut listed_sorted = listed.clone();
@@ -547,6 +551,19 @@ fn deleting_a_user_or_a_membership_or_a_permission_ends_access_at_once() {
     c_ada.subscribe("team", None, Start::New).unwrap();
     c_bob.subscribe("team", None, Start::New).unwrap();
     c_bob.subscribe("open", None, Start::New).unwrap();
+    // A denial is not cached past a change that grants access: joining the
+    // group lets a caller that was refused read at once.
+    let cy = cmd(&mut a, json!({"op": "user.create", "username": "cy"}));
+    let mut c_cy = connect_as(&server.addr, &api, &secret(&cy, "user_key"), "").unwrap();
+    assert_eq!(
+        code(c_cy.history("team", &HistoryQuery::default())),
+        Err(ErrorCode::PermissionDenied)
+    );
+    cmd(
+        &mut a,
+        json!({"op": "group.add_member", "group": group, "user": cy["id"]}),
+    );
+    assert_eq!(code(c_cy.history("team", &HistoryQuery::default())), Ok(()));
     // Ada leaves the group: her subscription to `team` ends.
     cmd(
         &mut a,

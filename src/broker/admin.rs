@@ -248,7 +248,8 @@ impl Broker {
     }
 
     /// Applies `f` to a copy of the instance's identities, persists the
-    /// copy, then swaps it in. Nothing changes when `f` or the write fails.
+    /// copy, then swaps it in and moves the access epoch. Nothing changes
+    /// when `f` or the write fails.
     fn change_identities<R>(
         &self,
         inst: &Instance,
@@ -262,6 +263,9 @@ impl Broker {
         let out = f(&mut ids)?;
         store::save_identities(&self.data_dir, inst.id(), &ids).map_err(storage_to_wire)?;
         *inst.identities_mut() = ids;
+        // Every change can grant or take away access: cached decisions
+        // (denials included) must be made again.
+        self.bump_epoch();
         Ok(out)
     }
 
@@ -754,9 +758,6 @@ impl Broker {
             }
             Ok(ids.groups.get(&group).cloned())
         })?;
-        if !add {
-            self.bump_epoch();
-        }
         rec.map(|g| g.to_json())
             .ok_or_else(|| not_found("group", group))
     }

@@ -103,17 +103,22 @@ pub fn global_channel_id(instance_id: u32, local_id: u64) -> u64 {
     (u64::from(instance_id) << 32) | (local_id & u64::from(u32::MAX))
 }
 
+/// True for 1..=`max` bytes of `a-z`, `0-9`, `_`, `-` (channel and
+/// instance names).
+pub fn is_slug(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Checks a channel name: 1..=64 bytes of `a-z`, `0-9`, `_`, `-`.
 ///
 /// # Errors
 /// `InvalidName` naming the rule broken.
 pub fn validate_name(name: &str) -> Result<(), WireError> {
-    let ok = !name.is_empty()
-        && name.len() <= limits::CHANNEL_NAME_LEN_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
+    if is_slug(name, limits::CHANNEL_NAME_LEN_MAX) {
         Ok(())
     } else {
         Err(WireError::new(

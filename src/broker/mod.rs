@@ -507,16 +507,35 @@ impl Broker {
     }
 
     /// The channels of the caller's instance it may read, sorted by name.
+    /// An anonymous-read key without a user lists only the channels open to
+    /// every user (`other_permissions` at least `subscribe`), as Syncano
+    /// did, though it may read the others by name.
     ///
     /// # Errors
     /// `InstanceNotFound`.
     pub fn visible_channels(&self, caller: &Caller) -> Result<Vec<Arc<Channel>>, BrokerError> {
         let inst = caller.instance()?;
         let ids = inst.identities();
+        let anonymous = matches!(
+            caller.principal,
+            Principal::ApiKey {
+                ignore_acl: false,
+                allow_anonymous_read: true,
+                ..
+            }
+        ) && caller.user.is_none();
         Ok(inst
             .channels()
             .into_iter()
-            .filter(|c| c.with_settings(|s| access(caller, s, &ids)).read)
+            .filter(|c| {
+                c.with_settings(|s| {
+                    if anonymous {
+                        s.other_permissions >= Permission::Subscribe
+                    } else {
+                        access(caller, s, &ids).read
+                    }
+                })
+            })
             .collect())
     }
     /// Queues a control message for the writer, waiting for room: control

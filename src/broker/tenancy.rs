@@ -310,12 +310,7 @@ fn bad(message: impl Into<String>) -> WireError {
 /// # Errors
 /// `InvalidName`.
 pub fn validate_instance_name(name: &str) -> Result<(), WireError> {
-    let ok = !name.is_empty()
-        && name.len() <= limits::INSTANCE_NAME_LEN_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
+    if super::channel::is_slug(name, limits::INSTANCE_NAME_LEN_MAX) {
         Ok(())
     } else {
         Err(WireError::new(

@@ -375,13 +375,28 @@ impl IoThread {
             .map_err(auth_error)
     }
 
-    /// Checks the instance first (404 before anything about the body), then
-    /// parses the body of a write.
-    fn http_body(&self, instance: &str, req: &Request) -> Result<JsonMap, Failure> {
+    /// The caller and the parsed body of a write, in Syncano's order: the
+    /// instance (404), then the keys (403) when the headers or the query
+    /// carry them, then the body (400, 415); keys carried only in the body
+    /// (`_api_key`, `_user_key`) are read after it.
+    fn http_write(&self, instance: &str, req: &Request) -> Result<(Caller, JsonMap), Failure> {
         if self.broker.instance(instance).is_none() {
             return Err(fail(ApiError::InstanceNotFound));
         }
-        syncano::parse_body(req).map_err(fail)
+        let outside = syncano::credentials(req, None);
+        if outside.api_key.is_some() && outside.user_key.is_some() {
+            let caller = self.http_caller(instance, req, None)?;
+            let body = syncano::parse_body(req).map_err(fail)?;
+            return Ok((caller, body));
+        }
+        if outside.api_key.is_some() {
+            // A bad key is refused before the body is looked at; a good one
+            // may still pair with a `_user_key` in the body.
+            self.http_caller(instance, req, None)?;
+        }
+        let body = syncano::parse_body(req).map_err(fail)?;
+        let caller = self.http_caller(instance, req, Some(&body))?;
+        Ok((caller, body))
     }
 
     fn http_route(
@@ -417,8 +432,7 @@ impl IoThread {
                 Ok(Reply::Now(200, out))
             }
             Route::ChannelCreate { instance } => {
-                let body = self.http_body(&instance, req)?;
-                let caller = self.http_caller(&instance, req, Some(&body))?;
+                let (caller, body) = self.http_write(&instance, req)?;
                 caller
                     .require_admin()
                     .map_err(|e| fail(api_error(&e, ApiError::NotFound)))?;
@@ -430,19 +444,13 @@ impl IoThread {
                 Ok(Reply::Now(201, channel_body(&instance, &ch.settings())))
             }
             Route::ChannelGet { instance, channel } => {
-                let caller = self.http_caller(&instance, req, None)?;
-                let ch = self.http_channel(&caller, &channel, ApiError::NotFound)?;
-                self.broker
-                    .access(&caller, &ch)
-                    .check_read()
-                    .map_err(|e| fail(api_error(&e, ApiError::NotFound)))?;
+                let (_, ch) = self.http_readable(&instance, req, &channel, ApiError::NotFound)?;
                 Ok(Reply::Now(200, channel_body(&instance, &ch.settings())))
             }
             Route::ChannelUpdate {
                 instance, channel, ..
             } => {
-                let body = self.http_body(&instance, req)?;
-                let caller = self.http_caller(&instance, req, Some(&body))?;
+                let (caller, body) = self.http_write(&instance, req)?;
                 self.http_channel(&caller, &channel, ApiError::NotFound)?;
                 caller
                     .require_admin()
@@ -479,6 +487,25 @@ impl IoThread {
             .map_err(|e| fail(api_error(&e, not_found)))
     }
 
+    /// The caller of a read request and the channel it reads, in Syncano's
+    /// order: keys, then the channel (`not_found` names an unknown one on
+    /// this route), then read permission.
+    fn http_readable(
+        &self,
+        instance: &str,
+        req: &Request,
+        channel: &str,
+        not_found: ApiError,
+    ) -> Result<(Caller, Arc<Channel>), Failure> {
+        let caller = self.http_caller(instance, req, None)?;
+        let ch = self.http_channel(&caller, channel, not_found.clone())?;
+        self.broker
+            .access(&caller, &ch)
+            .check_read()
+            .map_err(|e| fail(api_error(&e, not_found)))?;
+        Ok((caller, ch))
+    }
+
     /// The room of a request on `ch`: required on separate-rooms channels,
     /// ignored on default ones, lower-cased.
     fn http_room(ch: &Channel, room: Option<&str>) -> Result<Option<Box<[u8]>>, Failure> {
@@ -494,12 +521,7 @@ impl IoThread {
         channel: &str,
         opts: &mut ResponseOptions,
     ) -> Result<Reply, Failure> {
-        let caller = self.http_caller(instance, req, None)?;
-        let ch = self.http_channel(&caller, channel, ApiError::NotFound)?;
-        self.broker
-            .access(&caller, &ch)
-            .check_read()
-            .map_err(|e| fail(api_error(&e, ApiError::NotFound)))?;
+        let (caller, ch) = self.http_readable(instance, req, channel, ApiError::NotFound)?;
         let params = syncano::poll_params(req).map_err(fail)?;
         let room = Self::http_room(&ch, params.room.as_deref())?;
         let reader = ch.reader();
@@ -755,8 +777,7 @@ impl IoThread {
         instance: &str,
         channel: &str,
     ) -> Result<Reply, Failure> {
-        let body = self.http_body(instance, req)?;
-        let caller = self.http_caller(instance, req, Some(&body))?;
+        let (caller, body) = self.http_write(instance, req)?;
         let ch = self.http_channel(&caller, channel, ApiError::NotFound)?;
         if ch.is_eventlog() {
             return Err(fail(ApiError::PermissionDenied));
@@ -854,12 +875,7 @@ impl IoThread {
         instance: &str,
         channel: &str,
     ) -> Result<Reply, Failure> {
-        let caller = self.http_caller(instance, req, None)?;
-        let ch = self.http_channel(&caller, channel, ApiError::ChannelNotFound)?;
-        self.broker
-            .access(&caller, &ch)
-            .check_read()
-            .map_err(|e| fail(api_error(&e, ApiError::ChannelNotFound)))?;
+        let (caller, ch) = self.http_readable(instance, req, channel, ApiError::ChannelNotFound)?;
         let params = history_params(req).map_err(fail)?;
         let room = Self::http_room(&ch, params.room.as_deref())?;
         let plan = HistoryPlan::new(&params);
@@ -916,12 +932,7 @@ impl IoThread {
         channel: &str,
         id: u64,
     ) -> Result<Reply, Failure> {
-        let caller = self.http_caller(instance, req, None)?;
-        let ch = self.http_channel(&caller, channel, ApiError::ChannelNotFound)?;
-        self.broker
-            .access(&caller, &ch)
-            .check_read()
-            .map_err(|e| fail(api_error(&e, ApiError::ChannelNotFound)))?;
+        let (caller, ch) = self.http_readable(instance, req, channel, ApiError::ChannelNotFound)?;
         let path = ChannelPath {
             instance,
             channel: ch.name(),
