@@ -118,6 +118,7 @@ impl std::error::Error for ConfigError {}
 /// admin_key = "..."
 /// http_poll_timeout_secs = 300
 /// http_parked_polls_max = 100000
+/// http_poll_rate_per_instance = 0
 ///
 /// [limits]
 /// instances_max = 1000
@@ -153,6 +154,8 @@ pub struct FileConfig {
     pub http_poll_timeout_secs: Option<u64>,
     /// Most HTTP long polls parked at once.
     pub http_parked_polls_max: Option<usize>,
+    /// HTTP polls per second per instance (0: no limit).
+    pub http_poll_rate_per_instance: Option<u32>,
     /// Tenancy limits (table `[limits]`).
     pub limits: Option<LimitsConfig>,
 }
@@ -287,6 +290,9 @@ impl FileConfig {
         }
         if let Some(n) = self.http_parked_polls_max {
             config.http.parked_polls_max = n;
+        }
+        if let Some(n) = self.http_poll_rate_per_instance {
+            config.http.poll_rate_per_instance = n;
         }
         if let Some(l) = &self.limits {
             l.apply(&mut config.limits);

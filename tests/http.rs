@@ -341,6 +341,39 @@ fn every_row_of_the_error_catalogue_is_answered_exactly() {
 }
 
 #[test]
+fn polls_over_the_instance_rate_get_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, shared) = common::manual_clock();
+    let shim = Shim::start_with(dir.path(), |c| {
+        c.http.poll_rate_per_instance = 2;
+        c.clock = shared;
+    });
+    create(&shim, json!({"name": "rated", "custom_publish": true}));
+    assert_eq!(
+        shim.admin("POST", "rated/publish/", Some(json!({}))).status,
+        201
+    );
+    for _ in 0..2 {
+        assert_eq!(shim.admin("GET", "rated/poll/?last_id=0", None).status, 200);
+    }
+    let out = raw(
+        &shim.server.http,
+        format!("GET /v1.1/instances/default/channels/rated/poll/?last_id=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-KEY: {ADMIN_KEY}\r\n\r\n").as_bytes(),
+    );
+    assert!(out.starts_with("HTTP/1.1 429"), "{out}");
+    assert!(out.contains("Retry-After: 1"), "{out}");
+    assert!(
+        out.ends_with(r#"{"detail":"Request was throttled. Expected available in 1 second."}"#),
+        "{out}"
+    );
+    // Other routes are not counted; half a second later one poll is allowed.
+    assert_eq!(shim.admin("GET", "rated/history/", None).status, 200);
+    clock.advance_us(500_000);
+    assert_eq!(shim.admin("GET", "rated/poll/?last_id=0", None).status, 200);
+    assert_eq!(shim.admin("GET", "rated/poll/?last_id=0", None).status, 429);
+}
+
+#[test]
 fn errors_follow_the_documented_precedence() {
     let dir = tempfile::tempdir().unwrap();
     let shim = Shim::start(dir.path());

@@ -154,6 +154,9 @@ pub struct HttpSettings {
     pub poll_timeout_us: u64,
     /// Most polls parked at once, server-wide.
     pub parked_polls_max: usize,
+    /// Polls per second one instance may make (0: no limit); more are
+    /// answered 429 with `Retry-After`, like Syncano's plan limits.
+    pub poll_rate_per_instance: u32,
 }
 
 impl Default for HttpSettings {
@@ -161,6 +164,7 @@ impl Default for HttpSettings {
         HttpSettings {
             poll_timeout_us: limits::HTTP_POLL_TIMEOUT_SECS_DEFAULT * 1_000_000,
             parked_polls_max: limits::HTTP_PARKED_POLLS_MAX_DEFAULT,
+            poll_rate_per_instance: 0,
         }
     }
 }
@@ -369,6 +373,18 @@ impl Broker {
         let key = key.ok_or(HttpAuthError::Anonymous)?;
         self.authenticate(instance, key, user_key.unwrap_or(""))
             .map_err(|_| HttpAuthError::NoSuchKey)
+    }
+
+    /// Takes one poll from the rate of `caller`'s instance.
+    ///
+    /// # Errors
+    /// Seconds until the instance may poll again.
+    pub fn take_poll(&self, caller: &Caller) -> Result<(), u32> {
+        let rate = self.http.poll_rate_per_instance;
+        match (&caller.instance, rate) {
+            (_, 0) | (None, _) => Ok(()),
+            (Some(inst), rate) => inst.take_poll(rate, self.clock.now_us()),
+        }
     }
 
     /// Counts of what the server holds now (`server.stats`).

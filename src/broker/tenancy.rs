@@ -202,6 +202,8 @@ pub struct Instance {
     pub(super) identities: RwLock<Identities>,
     /// Next channel id in this instance (persisted with the channels).
     pub(super) next_channel_id: RwLock<u64>,
+    /// The HTTP poll rate bucket: (tokens, last refill µs).
+    poll_bucket: std::sync::Mutex<(f64, u64)>,
     deleted: AtomicBool,
 }
 
@@ -213,6 +215,7 @@ impl Instance {
             channels: RwLock::new(HashMap::new()),
             identities: RwLock::new(identities),
             next_channel_id: RwLock::new(1),
+            poll_bucket: std::sync::Mutex::new((f64::MAX, 0)),
             deleted: AtomicBool::new(false),
         }
     }
@@ -224,6 +227,26 @@ impl Instance {
     pub fn name(&self) -> &str {
         &self.record.name
     }
+    /// Takes one poll from the instance's rate bucket (`rate` polls per
+    /// second, bursts of up to one second's worth), or says how many
+    /// seconds until one is available.
+    ///
+    /// # Errors
+    /// The seconds to wait (at least 1) when the bucket is empty.
+    pub fn take_poll(&self, rate: u32, now_us: u64) -> Result<(), u32> {
+        let rate_f = f64::from(rate.max(1));
+        let mut b = self.poll_bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now_us.saturating_sub(b.1) as f64 / 1e6;
+        b.0 = (b.0.min(rate_f) + elapsed * rate_f).min(rate_f);
+        b.1 = now_us;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - b.0) / rate_f).ceil().max(1.0);
+        Err(wait as u32)
+    }
+
     /// Marks the instance deleted: its keys stop working, its channels close.
     pub(super) fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
@@ -399,6 +422,27 @@ mod tests {
         assert!(validate_group_name("Ops team").is_ok());
         assert!(validate_group_name("a\nb").is_err());
         assert!(validate_group_name("").is_err());
+    }
+
+    #[test]
+    fn the_poll_bucket_allows_its_rate_and_tells_when_to_retry() {
+        let inst = Instance::new(
+            InstanceRecord {
+                id: 1,
+                name: "i".into(),
+                description: String::new(),
+                created_at_us: 0,
+            },
+            Identities::default(),
+        );
+        let t0 = 10_000_000;
+        for _ in 0..3 {
+            assert_eq!(inst.take_poll(3, t0), Ok(()));
+        }
+        assert_eq!(inst.take_poll(3, t0), Err(1));
+        // A third of a second later one more poll is allowed.
+        assert_eq!(inst.take_poll(3, t0 + 340_000), Ok(()));
+        assert_eq!(inst.take_poll(3, t0 + 340_000), Err(1));
     }
 
     #[test]

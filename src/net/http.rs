@@ -275,7 +275,8 @@ impl IoThread {
             let wants_continue = matches!(parsed, Ok(None)) && expects_continue(input);
             match parsed {
                 Ok(None) => {
-                    if wants_continue && !conn.continue_sent {
+                    let send_continue = wants_continue && !conn.continue_sent;
+                    if send_continue {
                         conn.wbuf.extend_from_slice(CONTINUE_RESPONSE);
                         conn.continue_sent = true;
                     }
@@ -285,7 +286,9 @@ impl IoThread {
                         let want = (conn.rend - conn.rstart + 4096).min(HTTP_BUFFER_MAX);
                         conn.reserve_frame(want);
                     }
-                    self.mark_dirty(index);
+                    if send_continue {
+                        self.mark_dirty(index);
+                    }
                     return true;
                 }
                 Err(e) => {
@@ -521,7 +524,17 @@ impl IoThread {
         channel: &str,
         opts: &mut ResponseOptions,
     ) -> Result<Reply, Failure> {
-        let (caller, ch) = self.http_readable(instance, req, channel, ApiError::NotFound)?;
+        let caller = self.http_caller(instance, req, None)?;
+        self.broker.take_poll(&caller).map_err(|secs| {
+            fail(ApiError::Throttled {
+                retry_after_secs: secs,
+            })
+        })?;
+        let ch = self.http_channel(&caller, channel, ApiError::NotFound)?;
+        self.broker
+            .access(&caller, &ch)
+            .check_read()
+            .map_err(|e| fail(api_error(&e, ApiError::NotFound)))?;
         let params = syncano::poll_params(req).map_err(fail)?;
         let room = Self::http_room(&ch, params.room.as_deref())?;
         let reader = ch.reader();
