@@ -173,16 +173,29 @@ pub fn write_history_page<'a>(
     messages: impl IntoIterator<Item = RecordView<'a>>,
     path: &ChannelPath<'_>,
 ) {
+    write_page(out, links, messages, |out, view| {
+        write_message(out, &view, Some(path));
+    });
+}
+
+/// Appends a page envelope, `{"next":…,"prev":…,"objects":[…]}`, with
+/// `each` writing one object.
+fn write_page<T>(
+    out: &mut Vec<u8>,
+    links: &Links,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut Vec<u8>, T),
+) {
     out.extend_from_slice(b"{\"next\":");
     push_opt_str(out, links.next.as_deref());
     out.extend_from_slice(b",\"prev\":");
     push_opt_str(out, links.prev.as_deref());
     out.extend_from_slice(b",\"objects\":[");
-    for (i, view) in messages.into_iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_message(out, &view, Some(path));
+        each(out, item);
     }
     out.extend_from_slice(b"]}");
 }
@@ -326,18 +339,9 @@ pub fn write_channel_list(
     links: &Links,
     channels: &[ChannelFields<'_>],
 ) {
-    out.extend_from_slice(b"{\"next\":");
-    push_opt_str(out, links.next.as_deref());
-    out.extend_from_slice(b",\"prev\":");
-    push_opt_str(out, links.prev.as_deref());
-    out.extend_from_slice(b",\"objects\":[");
-    for (i, ch) in channels.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_channel(out, instance, ch);
-    }
-    out.extend_from_slice(b"]}");
+    write_page(out, links, channels, |out, ch| {
+        write_channel(out, instance, ch)
+    });
 }
 
 #[cfg(test)]
