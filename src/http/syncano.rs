@@ -127,21 +127,12 @@ fn python_type_name(v: &Value) -> &'static str {
 /// that a hostile body cannot make it recurse.
 pub fn json_depth_within(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scan = JsonScan::default();
     for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
+        if !scan.outside_string(b) {
             continue;
         }
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth = depth.saturating_add(1);
                 if depth > max {
@@ -155,24 +146,42 @@ pub fn json_depth_within(bytes: &[u8], max: usize) -> bool {
     true
 }
 
+/// Tracks whether a byte of JSON text is inside a string literal.
+#[derive(Debug, Default)]
+struct JsonScan {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonScan {
+    /// True when `b` (the next byte) is structural: outside every string
+    /// literal and not one of its quotes.
+    fn outside_string(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return false;
+        }
+        if b == b'"' {
+            self.in_string = true;
+            return false;
+        }
+        true
+    }
+}
+
 /// Drops the whitespace outside strings from valid JSON text, keeping
 /// everything else (key order included) byte for byte.
 fn minify_json(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scan = JsonScan::default();
     for &b in text.as_bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+        if scan.outside_string(b) && matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
             continue;
         }
         out.push(b);

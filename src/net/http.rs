@@ -215,22 +215,13 @@ fn channel_fields(body: &JsonMap, write: ChannelWrite) -> Result<Map<String, Val
     Ok(m)
 }
 
-/// The first record after `after` (in `room`), whoever it is for.
-fn first_any(reader: &LogReader, after: u64, room: Option<&[u8]>) -> Option<Vec<u8>> {
-    let mut found = None;
-    reader.page(room, Some(after), None, Order::OldestFirst, 1, &mut |raw| {
-        found = Some(raw.to_vec());
-        false
-    });
-    found
-}
-
-/// The first record after `after` (in `room`) that `viewer` may see.
+/// The first record after `after` (in `room`): with `Some(viewer)` the
+/// first that viewer may see, with `None` the first whoever it is for.
 fn first_after(
     reader: &LogReader,
     after: u64,
     room: Option<&[u8]>,
-    viewer: Option<&[u8]>,
+    viewer: Option<Option<&[u8]>>,
 ) -> Option<Vec<u8>> {
     let mut found = None;
     reader.page_as(
@@ -239,7 +230,7 @@ fn first_after(
         None,
         Order::OldestFirst,
         1,
-        Some(viewer),
+        viewer,
         &mut |raw| {
             found = Some(raw.to_vec());
             false
@@ -540,7 +531,7 @@ impl IoThread {
         let reader = ch.reader();
         let head = reader.head_id();
         let after = params.last_id.unwrap_or(head);
-        if let Some(raw) = first_after(reader, after, room.as_deref(), caller.viewer()) {
+        if let Some(raw) = first_after(reader, after, room.as_deref(), Some(caller.viewer())) {
             let (id, body) = poll_body(&raw).ok_or_else(|| fail(ApiError::ServerError))?;
             opts.last_id = Some(id);
             return Ok(Reply::Now(200, body));
@@ -699,7 +690,7 @@ impl IoThread {
             let mut memo: HashMap<(u64, Option<&[u8]>), FirstFound> = HashMap::new();
             for (&i, p) in &pc.polls {
                 let first = memo.entry((p.after, p.room.as_deref())).or_insert_with(|| {
-                    let raw = first_any(reader, p.after, p.room.as_deref())?;
+                    let raw = first_after(reader, p.after, p.room.as_deref(), None)?;
                     let (id, body) = poll_body(&raw)?;
                     Some((raw, id, Arc::new(body)))
                 });
@@ -709,9 +700,11 @@ impl IoThread {
                     }
                     // The first new message is not for this caller: look
                     // further for one that is.
-                    Some(_) => first_after(reader, p.after, p.room.as_deref(), p.caller.viewer())
-                        .and_then(|raw| poll_body(&raw))
-                        .map(|(id, b)| (id, Arc::new(b))),
+                    Some(_) => {
+                        first_after(reader, p.after, p.room.as_deref(), Some(p.caller.viewer()))
+                            .and_then(|raw| poll_body(&raw))
+                            .map(|(id, b)| (id, Arc::new(b)))
+                    }
                     None => None,
                 };
                 if let Some((id, body)) = hit {
@@ -734,6 +727,9 @@ impl IoThread {
 
     /// Answers 204 to every parked poll whose deadline has passed.
     pub(super) fn expire_parked(&mut self) {
+        if self.parked.deadlines.is_empty() {
+            return;
+        }
         let now = self.broker.clock().now_us();
         while let Some(&(deadline, index, generation)) = self.parked.deadlines.first() {
             if deadline > now {
