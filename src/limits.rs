@@ -121,9 +121,25 @@ pub const SEGMENT_AGE_US_DEFAULT: u64 = 24 * 3600 * 1_000_000;
 pub const RETENTION_US_DEFAULT: u64 = 24 * 3600 * 1_000_000;
 /// Bytes of log between two sparse index entries; bounds the recovery scan.
 pub const INDEX_INTERVAL_BYTES: u64 = 64 * 1024;
-/// Bytes of a segment's mapping the writer populates ahead of its write
-/// position at a time, so page faults leave the per-record path.
-pub const SEGMENT_PREFAULT_BYTES: u64 = 512 * 1024;
+/// Bytes a new segment file starts with (header included); it grows as it
+/// fills, so a channel's disk use follows its data.
+pub const SEGMENT_ALLOC_MIN: u64 = 16 * 1024;
+/// Most bytes a segment file grows by at once (each growth at least doubles
+/// it up to this step, allocated ahead of the writer with `fallocate`).
+pub const SEGMENT_ALLOC_STEP_MAX: u64 = 8 * 1024 * 1024;
+/// First and largest number of ids the writer reserves on stable storage
+/// ahead of what it publishes (each reservation doubles, up to the largest).
+/// After a crash a log continues above its reservation, so ids a reader may
+/// have seen are never given again; the ids skipped form a reported hole.
+pub const ID_RESERVATION_MIN: u64 = 1024;
+/// See [`ID_RESERVATION_MIN`].
+pub const ID_RESERVATION_MAX: u64 = 1 << 24;
+/// Crash holes a log keeps in memory to answer resuming readers (the oldest
+/// are dropped first).
+pub const HOLES_KEPT_MAX: usize = 1024;
+/// A log not appended to for this long closes its files (descriptors are
+/// opened again by the next append), microseconds.
+pub const LOG_IDLE_CLOSE_US: u64 = 10_000_000;
 /// Largest metadata snapshot accepted when decoding, in bytes.
 pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
 
@@ -134,7 +150,8 @@ const _: () = assert!(SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX);
 // A maximal record must fit in the smallest segment... no: it must fit in the
 // configured one, which `config` checks; the default must hold one.
 const _: () = assert!((FRAME_LEN_MAX as u64) * 2 < SEGMENT_SIZE_DEFAULT);
-const _: () = assert!(SEGMENT_PREFAULT_BYTES < SEGMENT_SIZE_MIN * 16);
+const _: () = assert!(SEGMENT_ALLOC_MIN <= SEGMENT_SIZE_MIN);
+const _: () = assert!(ID_RESERVATION_MIN <= ID_RESERVATION_MAX);
 const _: () = assert!(INDEX_INTERVAL_BYTES <= SEGMENT_SIZE_MIN);
 const _: () = assert!(DELIVERY_CHUNK_BYTES_MAX <= CONNECTION_WRITE_BUFFER_HIGH);
 const _: () = assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);

@@ -100,7 +100,7 @@ fn records_span_rotated_segments_and_survive_reopen() {
     log.close().unwrap();
     let (mut log, report) = open(dir.path(), &cfg, &clock);
     assert_eq!(report.next_id, 301);
-    assert_eq!(report.truncated_bytes, 0);
+    assert!(report.cut.is_empty());
     assert!(report.quarantined.is_empty());
     assert_eq!(read_all(&log), all);
     assert_eq!(
@@ -337,14 +337,22 @@ fn a_full_disk_fails_appends_cleanly_and_they_resume_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let (mut log, _) = open(dir.path(), &config(SEG, Durability::Batch), &clock);
+    for i in 1..=10u64 {
+        log.append(Author::None, &body(None, None, &payload_for(i, 1000)))
+            .unwrap();
+        assert_eq!(log.commit().unwrap(), i);
+    }
     log.set_allocation_failure(true);
-    let mut acked = 0u64;
+    let mut acked = 10u64;
     let mut full = false;
-    for i in 1..=200u64 {
-        match log.append(Author::None, &body(None, None, &payload_for(i, 1000))) {
-            Ok(out) => {
-                acked = log.commit().unwrap();
-                assert_eq!(out.id(), acked);
+    for i in 11..=200u64 {
+        let stored = log
+            .append(Author::None, &body(None, None, &payload_for(i, 1000)))
+            .and_then(|_| log.commit());
+        match stored {
+            Ok(head) => {
+                assert_eq!(head, i);
+                acked = head;
             }
             Err(StorageError::StorageFull) => {
                 full = true;
@@ -353,29 +361,37 @@ fn a_full_disk_fails_appends_cleanly_and_they_resume_when_space_returns() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(full, "a rotation needed a new segment");
+    assert!(full, "the file had to grow or a segment had to be made");
     assert!(
         !std::fs::read_dir(dir.path()).unwrap().any(|e| e
             .unwrap()
             .path()
             .to_string_lossy()
             .ends_with(".tmp")),
-        "the partial segment was removed"
+        "no partial file is left behind"
     );
+    assert_eq!(log.written_id(), acked, "what failed was rolled back");
     assert!(matches!(
-        log.append(Author::None, &body(None, None, &payload_for(0, 1000))),
+        log.append(Author::None, &body(None, None, &payload_for(0, 1000)))
+            .and_then(|_| log.commit()),
         Err(StorageError::StorageFull)
     ));
     assert_eq!(read_all(&log).len() as u64, acked);
     log.set_allocation_failure(false);
     let next = log
-        .append(Author::None, &body(None, None, &payload_for(0, 1000)))
+        .append(
+            Author::None,
+            &body(None, None, &payload_for(acked + 1, 1000)),
+        )
         .unwrap();
-    assert_eq!(next.id(), acked + 1);
+    assert_eq!(next.id(), acked + 1, "no id was used by the failed appends");
     log.commit().unwrap();
-    drop(log);
-    let (log, _) = open(dir.path(), &config(SEG, Durability::Batch), &clock);
-    assert_eq!(read_all(&log).len() as u64, acked + 1);
+    log.close().unwrap();
+    let (log, report) = open(dir.path(), &config(SEG, Durability::Batch), &clock);
+    assert_eq!(report.hole, None, "a clean close leaves no hole");
+    let all = read_all(&log);
+    assert_eq!(all.len() as u64, acked + 1);
+    assert!(all.iter().all(|(id, p)| *p == payload_for(*id, 1000)));
 }
 
 #[test]
@@ -504,7 +520,7 @@ fn destroy_removes_the_log() {
 }
 
 #[test]
-fn a_failed_sync_poisons_the_log_and_publishes_nothing() {
+fn a_failed_sync_poisons_the_log_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let (mut log, _) = open(dir.path(), &config(SEG, Durability::Batch), &clock);
@@ -515,8 +531,13 @@ fn a_failed_sync_poisons_the_log_and_publishes_nothing() {
     assert!(matches!(log.commit(), Err(StorageError::Poisoned(_))));
     assert_eq!(
         log.reader().head_id(),
+        2,
+        "readers saw the record at append"
+    );
+    assert_eq!(
+        log.reader().committed_id(),
         1,
-        "nothing published after the failed sync"
+        "nothing counts as stored after the failed sync"
     );
     assert_eq!(log.synced_id(), 1);
     log.set_sync_failure(false);

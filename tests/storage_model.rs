@@ -57,12 +57,28 @@ struct Rec {
     payload: Vec<u8>,
 }
 
-#[derive(Default)]
 struct Model {
     records: Vec<Rec>,
     committed: usize,
     keys: HashMap<u8, (u64, u64)>,
     last_created: u64,
+    /// The id the next append gets (ids jump above a crash's reservation).
+    next_id: u64,
+    /// The published head.
+    head: u64,
+}
+
+impl Default for Model {
+    fn default() -> Model {
+        Model {
+            records: Vec::new(),
+            committed: 0,
+            keys: HashMap::new(),
+            last_created: 0,
+            next_id: 1,
+            head: 0,
+        }
+    }
 }
 
 impl Model {
@@ -93,7 +109,7 @@ fn check_reads(
     limit: usize,
 ) {
     let r = log.reader();
-    let head = m.committed as u64;
+    let head = m.head;
     assert_eq!(r.head_id(), head);
     let visible: Vec<&Rec> = m.visible(now).collect();
     let oldest = visible.first().map_or(head + 1, |r| r.id);
@@ -177,7 +193,7 @@ fn run(ops: Vec<Op>) {
         let now = clock.now_us_for_test();
         match op {
             Op::Append { room, key, len } => {
-                let id = m.records.len() as u64 + 1;
+                let id = m.next_id;
                 let payload = payload_for(id, len);
                 let key_bytes = key.map(|k| vec![b'k', k]);
                 let b = body(room.map(|i| ROOMS[i]), key_bytes.as_deref(), &payload);
@@ -190,6 +206,7 @@ fn run(ops: Vec<Op>) {
                     Some(&(orig, _)) => assert_eq!(out, AppendOutcome::Duplicate(orig)),
                     None => {
                         assert_eq!(out, AppendOutcome::Appended(id));
+                        m.next_id = id + 1;
                         let created_at = now.max(m.last_created);
                         m.last_created = created_at;
                         if let Some(k) = key {
@@ -205,8 +222,9 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Commit => {
-                assert_eq!(log.commit().unwrap(), m.records.len() as u64);
+                assert_eq!(log.commit().unwrap(), m.next_id - 1);
                 m.committed = m.records.len();
+                m.head = m.next_id - 1;
             }
             Op::Read {
                 after,
@@ -222,11 +240,30 @@ fn run(ops: Vec<Op>) {
                 if clean {
                     log.close().unwrap();
                 } else {
-                    drop(log); // a process crash: the mapping's bytes survive
+                    // A process crash: what was written into the files
+                    // survives, what was only staged in memory does not.
+                    let written = log.written_id();
+                    drop(log);
+                    // Ids only staged were never seen by anyone.
+                    m.next_id = written + 1;
+                    m.records.retain(|r| r.id <= written);
+                    m.keys.retain(|_, (id, _)| *id <= written);
+                    m.last_created = m
+                        .records
+                        .last()
+                        .map_or(0, |r| r.created_at)
+                        .max(m.records.iter().map(|r| r.created_at).max().unwrap_or(0));
                 }
                 let (l, report) = open(dir.path(), &cfg, &clock);
                 assert!(report.quarantined.is_empty());
-                assert_eq!(report.next_id, m.records.len() as u64 + 1);
+                if clean {
+                    assert_eq!(report.next_id, m.next_id);
+                    assert_eq!(report.hole, None);
+                } else {
+                    assert!(report.next_id >= m.next_id, "ids never go back");
+                }
+                m.next_id = report.next_id;
+                m.head = report.next_id - 1;
                 log = l;
                 // Recovery publishes every whole record it finds.
                 m.committed = m.records.len();
@@ -235,10 +272,13 @@ fn run(ops: Vec<Op>) {
     }
     log.commit().unwrap();
     m.committed = m.records.len();
+    m.head = m.next_id - 1;
     let now = clock.now_us_for_test();
     check_reads(&log, &m, now, 0, None, false, 1000);
     drop(log);
-    let (log, _) = open(dir.path(), &cfg, &clock);
+    let (log, report) = open(dir.path(), &cfg, &clock);
+    assert!(report.next_id >= m.next_id, "ids never go back");
+    m.head = report.next_id - 1;
     check_reads(&log, &m, now, 0, None, true, 1000);
     check_reads(&log, &m, now, 3, Some(1), false, 7);
 }

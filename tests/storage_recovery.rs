@@ -1,6 +1,8 @@
 //! Recovery: torn tails at every byte, bit flips, garbage and oversized
-//! tails, physical truncation, quarantine below the synced watermark, and
-//! the pure recovery scan on random input (what the fuzz targets call).
+//! tails, physical truncation, damage below the synced watermark and in
+//! sealed segments, and the pure recovery scan on random input (what the
+//! fuzz targets call). Recovery never rewrites segment bytes and never gives
+//! an id a reader may have seen.
 
 mod storage_common;
 
@@ -70,34 +72,57 @@ fn fixture(n: u64) -> Fixture {
 
 impl Fixture {
     fn restore(&self) {
+        for e in std::fs::read_dir(&self.dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() && !self.pristine.iter().any(|(q, _)| *q == p) {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
         for (p, b) in &self.pristine {
             std::fs::write(p, b).unwrap();
         }
     }
 
     /// Opens, checks that exactly the first `keep` records are served (CRC
-    /// intact) and that ids continue after them.
-    fn check_recovers_to(&self, keep: usize, what: &str) -> u64 {
+    /// intact), that the log continues above every id it had published
+    /// (reporting the ids in between as a hole), and that appends work.
+    /// Returns whether recovery reported the segment as cut.
+    fn check_recovers_to(&self, keep: usize, what: &str) -> bool {
         let clock = ManualClock::new(T0 + HOUR_US);
+        let before = std::fs::read(&self.seg).unwrap();
         let (mut log, report) = open(&self.dir, &config(SEG, Durability::None), &clock);
-        assert!(
-            report.quarantined.is_empty(),
-            "{what}: nothing synced, nothing quarantined"
+        assert!(report.quarantined.is_empty(), "{what}: {report:?}");
+        assert_eq!(
+            std::fs::read(&self.seg).unwrap(),
+            before,
+            "{what}: recovery leaves segment bytes alone"
         );
         let got = read_all(&log);
         let want: Vec<(u64, Vec<u8>)> = (0..keep)
             .map(|i| (i as u64 + 1, self.payloads[i].clone()))
             .collect();
         assert_eq!(got, want, "{what}");
-        assert_eq!(report.next_id, keep as u64 + 1, "{what}");
+        let n = self.records.len() as u64;
+        assert!(report.next_id > n, "{what}: no published id is given again");
+        let hole = report
+            .hole
+            .expect("a crash leaves a hole above the last record");
+        assert_eq!(
+            (hole.kept_id, hole.next_id),
+            (keep as u64, report.next_id),
+            "{what}"
+        );
         let id = log
             .append(Author::None, &body(None, None, b"after"))
             .unwrap()
             .id();
-        assert_eq!(id, keep as u64 + 1, "{what}: ids continue");
+        assert_eq!(id, report.next_id, "{what}: ids continue above the hole");
         log.commit().unwrap();
+        let ids: Vec<u64> = read_all(&log).iter().map(|r| r.0).collect();
+        assert_eq!(ids.len(), keep + 1, "{what}");
+        assert_eq!(ids.last(), Some(&id), "{what}");
         drop(log);
-        report.truncated_bytes
+        report.cut.iter().any(|c| c.0 == 1)
     }
 }
 
@@ -146,7 +171,10 @@ fn every_bit_flip_in_the_last_record_cuts_exactly_that_record() {
         b[0] ^= 1 << (bit % 8);
         f.write_all_at(&b, at).unwrap();
         let cut = fx.check_recovers_to(n - 1, &format!("bit {bit} flipped"));
-        assert!(cut > 0, "bit {bit}: the damaged record was zeroed");
+        assert!(
+            cut,
+            "bit {bit}: the damaged record is reported and sealed off"
+        );
     }
 }
 
@@ -163,19 +191,19 @@ fn garbage_zero_and_oversized_length_tails_are_cut() {
     };
     // Zero-filled tail: nothing to cut.
     fx.restore();
-    assert_eq!(fx.check_recovers_to(n, "zero tail"), 0);
+    assert!(!fx.check_recovers_to(n, "zero tail"));
     // Garbage after the last record.
     fx.restore();
     let garbage: Vec<u8> = (0..3000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
         .collect();
     f().write_all_at(&garbage, end).unwrap();
-    assert!(fx.check_recovers_to(n, "garbage tail") >= 3000);
+    assert!(fx.check_recovers_to(n, "garbage tail"));
     // A length far over any record.
     fx.restore();
     f().write_all_at(&u32::MAX.to_le_bytes(), end).unwrap();
     f().write_all_at(&[0xab; 12], end + 4).unwrap();
-    assert!(fx.check_recovers_to(n, "oversized length") >= 16);
+    assert!(fx.check_recovers_to(n, "oversized length"));
     // A plausible length whose body never arrived.
     fx.restore();
     f().write_all_at(&5000u32.to_le_bytes(), end).unwrap();
@@ -190,7 +218,7 @@ fn garbage_zero_and_oversized_length_tails_are_cut() {
 }
 
 #[test]
-fn corruption_below_the_synced_watermark_quarantines_the_segment() {
+fn damage_below_the_synced_watermark_serves_what_precedes_it_and_never_reuses_ids() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let cfg = config(SEG, Durability::Batch);
@@ -211,22 +239,28 @@ fn corruption_below_the_synced_watermark_quarantines_the_segment() {
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.write_all_at(&[bytes[records[12]] ^ 0x40], records[12] as u64)
         .unwrap();
+    let damaged = std::fs::read(&seg).unwrap();
     let (mut log, report) = open(dir.path(), &cfg, &clock);
-    assert_eq!(report.quarantined.len(), 1, "{report:?}");
-    assert!(report.quarantined[0].exists());
-    assert!(report.quarantined[0].starts_with(dir.path().join("quarantine")));
-    assert!(!seg.exists());
-    assert_eq!(report.next_id, 21, "acknowledged ids are never reused");
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    assert_eq!(report.cut.len(), 1, "{report:?}");
     assert_eq!(
-        log.append(Author::None, &body(None, None, b"x"))
-            .unwrap()
-            .id(),
-        21
+        std::fs::read(&seg).unwrap(),
+        damaged,
+        "the damaged bytes stay for inspection"
     );
+    assert!(report.next_id > 20, "acknowledged ids are never reused");
+    let id = log
+        .append(Author::None, &body(None, None, b"x"))
+        .unwrap()
+        .id();
+    assert_eq!(id, report.next_id);
     log.commit().unwrap();
+    let got: Vec<u64> = read_all(&log).iter().map(|r| r.0).collect();
+    let mut want: Vec<u64> = (1..=12).collect();
+    want.push(id);
     assert_eq!(
-        read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(),
-        vec![21]
+        got, want,
+        "every record before the damage is served, then the new one"
     );
 }
 

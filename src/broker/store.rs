@@ -275,8 +275,8 @@ fn open_log(
         cfg.retention_us = r;
     }
     let (log, report) = ChannelLog::open(&channel_dir(d, iid, s.id), cfg, clock.clone())?;
-    if !report.quarantined.is_empty() || report.truncated_bytes > 0 {
-        tracing::warn!(instance = iid, channel = %s.name, ?report, "channel log recovered");
+    for action in &report.actions {
+        tracing::warn!(instance = iid, channel = %s.name, "recovery: {action}");
     }
     Ok(log)
 }

@@ -17,15 +17,18 @@
 //! * `recovery` — the pure CRC scan that finds where valid records end;
 //! * `sidecar` — byte layouts of the segment header, `.idx`, `.keys`,
 //!   `.rooms` and `checkpoint` (sans-IO);
+//! * `io` — every file operation, and the fault injection tests use;
 //! * `segment` — segment files and their mapping: the only `unsafe`;
-//! * `log` — the writer, readers, cursors, rotation, retention, durability;
-//!   `log::open` — recovery on open and quarantine;
+//! * `log` — the writer (`log::write`), the commit stage (`log::sync`),
+//!   readers and cursors (`log::read`), recovery on open (`log::open`);
 //! * `meta` — atomic metadata snapshots.
 //!
 //! Invariants: readers only touch bytes below a segment's committed length,
 //! which the writer publishes with Release after writing them; the writer
-//! only writes at or above it. Segment files are preallocated before they
-//! are mapped and never shrunk while mapped. A failed sync poisons the log.
+//! only writes at or above it, through the file, never through the mapping.
+//! Segment files grow as they fill, are allocated before they are written,
+//! and are never shrunk. No id above the reservation on stable storage is
+//! published. A failed sync poisons the log.
 //! Formats are specified in `protocol.md`, "On-disk format".
 
 pub mod record;
@@ -33,12 +36,17 @@ pub mod recovery;
 pub mod sidecar;
 
 mod error;
+mod io;
 mod log;
 pub mod meta;
 mod segment;
 
 pub use error::StorageError;
+#[doc(hidden)]
+pub use io::{FaultPlan, Faults, FileKind, OpKind};
 pub use log::{
     AppendOutcome, ChannelLog, Chunk, Cursor, Durability, LogConfig, LogReader, OpenReport, Order,
+    Position, SyncJob, Synced,
 };
 pub use record::{Action, Author, ContentType, RecordView};
+pub use sidecar::Hole;

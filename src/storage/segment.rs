@@ -1,23 +1,31 @@
-//! One segment file: preallocated, memory-mapped, and the only `unsafe` code
-//! in tidewire.
+//! One segment file, memory-mapped read-only for readers, and the only
+//! `unsafe` code in tidewire.
 //!
-//! Owns: creating (fallocate before mapping, so a full disk is a clean error
-//! and never a SIGBUS), opening and mapping segment files, and the two ways
-//! of touching mapped bytes:
-//! * readers get shared slices of the *committed* range only
-//!   ([`Segment::committed_bytes`]); the committed length is published by the
-//!   writer with Release ordering and loaded with Acquire;
-//! * the one [`SegmentWriter`] per segment (not `Clone`, `&mut self`) gets
-//!   mutable slices of the *unpublished* range only.
+//! Owns: creating, opening and mapping segment files, allocating their space
+//! (`fallocate`), and the one way readers touch mapped bytes: shared slices
+//! of the *committed* range only ([`Segment::committed_bytes`]). The
+//! committed length is published by the log's single writer with Release
+//! ordering and loaded with Acquire.
 //!
-//! These two ranges never overlap, so no byte is read while it is written.
-//! A mapped file is never shrunk; deleted segments are unlinked while still
-//! mapped, which on Linux keeps the mapping valid until the last holder drops.
+//! The writer never writes through the mapping: it writes records into the
+//! file with `pwrite` (`storage::io`), at or above the committed length, and
+//! then publishes. Writing whole pages through the file also spares the
+//! kernel from zero-filling page-cache pages the writer is about to
+//! overwrite, which a write fault on a mapping of unwritten space costs.
+//!
+//! A segment file grows as it fills: it is created with
+//! `limits::SEGMENT_ALLOC_MIN` bytes and the writer allocates more ahead of
+//! its position, up to the segment's size, which is also the length of the
+//! mapping. Mapped pages past the file's end would fault (SIGBUS), so
+//! nothing reads there: readers stay below the committed length, which is
+//! never past the allocated length, and recovery reads only up to the length
+//! it measured. A segment file is never shrunk; deleted segments are
+//! unlinked while still mapped, which on Linux keeps the mapping valid until
+//! the last holder drops it.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +33,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use crate::limits;
+use crate::storage::io::{self as sio, DataFile, Faults, FileKind};
 use crate::storage::sidecar::{self, IndexEntry, SegmentHeader};
 use crate::storage::StorageError;
 
@@ -56,9 +66,14 @@ pub(crate) struct Segment {
     pub first_id: u64,
     /// Creation time of the segment (age rotation).
     pub created_at_us: u64,
-    /// File and mapping size in bytes.
+    /// Largest size of the file, and the length of the mapping, in bytes.
     pub size: u64,
+    /// Length of the file when it was opened (recovery reads below it).
+    opened_len: u64,
     crc_check_below: AtomicU64,
+    /// Position of the first damaged record readers reported (u64::MAX: none),
+    /// so that damage is logged once, not once per read.
+    damage_reported: AtomicU64,
     map: MmapRaw,
     committed: AtomicU64,
     sealed: AtomicBool,
@@ -72,18 +87,18 @@ pub(crate) struct Segment {
     pub rooms: Mutex<RoomIndex>,
 }
 
-/// The single write capability on a segment's unpublished bytes.
-#[derive(Debug)]
-pub(crate) struct SegmentWriter {
-    seg: Arc<Segment>,
-}
-
-fn fallocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+/// Allocates `[off, off + len)` of `file` (`fallocate`, which also grows the
+/// file), falling back to `posix_fallocate` where the file system lacks it.
+///
+/// # Errors
+/// The system call's error (`ENOSPC` when the disk is full).
+pub(crate) fn allocate_range(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "range too large");
+    let off = libc::off_t::try_from(off).map_err(|_| too_large())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
     // SAFETY: fallocate only reads its integer arguments; the descriptor is
     // owned by `file`, which outlives the call.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, off, len) };
     if rc == 0 {
         return Ok(());
     }
@@ -93,7 +108,7 @@ fn fallocate(file: &File, len: u64) -> io::Result<()> {
     }
     // SAFETY: as above; posix_fallocate returns the error number instead of
     // setting errno.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
     if rc == 0 {
         Ok(())
     } else {
@@ -101,27 +116,34 @@ fn fallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-/// Syncs a directory so that renames and creations in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Maps an I/O error of an allocation or creation: out of space is the
+/// clean, recoverable `StorageFull`.
+pub(crate) fn space_error(e: io::Error) -> StorageError {
+    if sio::is_out_of_space(&e) {
+        StorageError::StorageFull
+    } else {
+        StorageError::Io(e)
+    }
 }
 
 impl Segment {
     fn map(
-        path: PathBuf,
         file: &File,
+        path: PathBuf,
         header: SegmentHeader,
-        crc_check_below: u64,
+        opened_len: u64,
     ) -> io::Result<Segment> {
         let len = usize::try_from(header.size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
-        let map = MmapOptions::new().len(len).map_raw(file)?;
+        let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
         Ok(Segment {
             path,
             first_id: header.first_id,
             created_at_us: header.created_at_us,
             size: header.size,
-            crc_check_below: AtomicU64::new(crc_check_below),
+            opened_len,
+            crc_check_below: AtomicU64::new(opened_len.min(header.size)),
+            damage_reported: AtomicU64::new(u64::MAX),
             map,
             committed: AtomicU64::new(HEADER_LEN),
             sealed: AtomicBool::new(false),
@@ -137,81 +159,75 @@ impl Segment {
         })
     }
 
-    /// Creates `<first_id:020>.seg` in `dir`: a temporary file preallocated to
-    /// `size`, its header written and synced, renamed into place, the
-    /// directory synced, then mapped. `fail_allocation` simulates a full disk.
+    /// Creates `<first_id:020>.seg` in `dir`: a temporary file with its first
+    /// `SEGMENT_ALLOC_MIN` bytes allocated, its header written and synced,
+    /// renamed into place, the directory synced, then mapped. Returns the
+    /// segment, the file opened for writing and its allocated length.
     ///
     /// # Errors
-    /// `StorageFull` when the space cannot be allocated (the partial file is
-    /// removed); `Io` otherwise.
+    /// `StorageFull` when the space or the file cannot be allocated (the
+    /// partial file is removed); `Io` otherwise.
     pub fn create(
         dir: &Path,
         first_id: u64,
         created_at_us: u64,
         size: u64,
-        fail_allocation: bool,
-    ) -> Result<(Arc<Segment>, SegmentWriter), StorageError> {
+        faults: &Faults,
+    ) -> Result<(Arc<Segment>, DataFile, u64), StorageError> {
         let path = dir.join(sidecar::segment_file_name(first_id));
         let tmp = path.with_extension("seg.tmp");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let allocated = if fail_allocation {
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
-        } else {
-            fallocate(&file, size)
-        };
-        if let Err(e) = allocated {
-            drop(file);
-            if let Err(rm) = std::fs::remove_file(&tmp) {
-                tracing::error!(path = %tmp.display(), error = %rm, "cannot remove partial segment");
-            }
-            if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-                return Err(StorageError::StorageFull);
-            }
-            return Err(e.into());
-        }
         let header = SegmentHeader {
             first_id,
             created_at_us,
             size,
         };
-        file.write_all_at(&header.encode(), 0)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        sync_dir(dir)?;
-        let seg = Segment::map(path, &file, header, HEADER_LEN)?;
+        let allocated = limits::SEGMENT_ALLOC_MIN.min(size);
+        let made = DataFile::create(&tmp, FileKind::Segment, faults)
+            .map_err(space_error)
+            .and_then(|f| {
+                f.allocate(0, allocated).map_err(space_error)?;
+                f.write_at(&header.encode(), 0).map_err(space_error)?;
+                f.sync_data()?;
+                Ok(f)
+            });
+        match made {
+            Ok(f) => drop(f),
+            Err(e) => {
+                if let Err(rm) = std::fs::remove_file(&tmp) {
+                    if rm.kind() != io::ErrorKind::NotFound {
+                        tracing::error!(path = %tmp.display(), error = %rm, "cannot remove a partial segment");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        sio::rename(&tmp, &path, FileKind::Segment, faults)?;
+        sio::sync_dir(dir, faults)?;
+        let file = DataFile::open(&path, FileKind::Segment, faults)?;
+        let seg = Segment::map(file.raw(), path, header, allocated)?;
         seg.rooms.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
-        let seg = Arc::new(seg);
-        Ok((seg.clone(), SegmentWriter { seg }))
+        seg.crc_check_below.store(HEADER_LEN, Ordering::Release);
+        Ok((Arc::new(seg), file, allocated))
     }
 
     /// Opens and maps an existing segment whose header must name `first_id`.
-    /// A file shorter than its header's size (physically truncated) is grown
-    /// back with zeros before mapping when `repair_length`, and reported as
-    /// corruption otherwise. Every record is CRC-checked by readers until
-    /// recovery marks a prefix verified.
+    /// Every record is CRC-checked by readers until recovery marks a prefix
+    /// verified. The file may be shorter than its header's size: a segment
+    /// grows as it fills.
     ///
     /// # Errors
-    /// `Corruption` for a bad header or length; `Io` otherwise.
-    pub fn open(
-        path: &Path,
-        first_id: u64,
-        repair_length: bool,
-    ) -> Result<(Arc<Segment>, SegmentWriter), StorageError> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let mut buf = [0u8; HEADER_LEN as usize];
+    /// `Corruption` for a bad header; `Io` otherwise.
+    pub fn open(path: &Path, first_id: u64) -> Result<Arc<Segment>, StorageError> {
+        let file = OpenOptions::new().read(true).open(path)?;
         let file_len = file.metadata()?.len();
+        let mut buf = [0u8; HEADER_LEN as usize];
         if file_len < HEADER_LEN {
             return Err(StorageError::Corruption(format!(
                 "{}: shorter than a segment header",
                 path.display()
             )));
         }
-        file.read_exact_at(&mut buf, 0)?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)?;
         let header = SegmentHeader::decode(&buf)
             .map_err(|why| StorageError::Corruption(format!("{}: {why}", path.display())))?;
         if header.first_id != first_id {
@@ -221,26 +237,13 @@ impl Segment {
                 header.first_id
             )));
         }
-        if file_len < header.size {
-            if !repair_length {
-                return Err(StorageError::Corruption(format!(
-                    "{}: file is {file_len} bytes, header says {}",
-                    path.display(),
-                    header.size
-                )));
-            }
-            tracing::warn!(path = %path.display(), file_len, "segment shorter than its size: regrowing with zeros");
-            file.set_len(header.size)?;
-            fallocate(&file, header.size)?;
-            file.sync_all()?;
-        }
-        let seg = Arc::new(Segment::map(
-            path.to_path_buf(),
-            &file,
-            header,
-            header.size,
-        )?);
-        Ok((seg.clone(), SegmentWriter { seg }))
+        let seg = Segment::map(&file, path.to_path_buf(), header, file_len)?;
+        Ok(Arc::new(seg))
+    }
+
+    /// Length of the file when it was opened or created.
+    pub fn opened_len(&self) -> u64 {
+        self.opened_len.min(self.size)
     }
 
     /// Records below this position were not verified in this process:
@@ -269,19 +272,10 @@ impl Segment {
         self.newest_created_at_us.load(Ordering::Acquire)
     }
 
-    /// Writes `[start, end)` of the mapping to stable storage (msync with
-    /// MS_SYNC on the page range).
-    ///
-    /// # Errors
-    /// The sync's error; the caller poisons the log.
-    pub fn sync_range(&self, start: u64, end: u64) -> io::Result<()> {
-        let end = end.min(self.size);
-        if end <= start {
-            return Ok(());
-        }
-        let offset = usize::try_from(start).expect("mapping offsets fit usize");
-        let len = usize::try_from(end - start).expect("mapping offsets fit usize");
-        self.map.flush_range(offset, len)
+    /// True the first time damage at `pos` is reported (later reports of the
+    /// same or later damage in this segment are quiet).
+    pub fn first_report_of_damage(&self, pos: u64) -> bool {
+        self.damage_reported.fetch_min(pos, Ordering::AcqRel) > pos
     }
 
     /// The committed bytes `[start, end)`.
@@ -294,110 +288,71 @@ impl Segment {
             HEADER_LEN <= start && start <= end && end <= committed,
             "read outside the committed range"
         );
-        let offset = usize::try_from(start).expect("mapping offsets fit usize");
-        let len = usize::try_from(end - start).expect("mapping offsets fit usize");
-        // SAFETY: `[start, end)` lies inside the mapping (committed <= size,
-        // the mapping's length). The writer published `committed` with
-        // Release after its last write below it and only writes at or above
-        // it from then on (SegmentWriter asserts this), so these bytes are
-        // initialised and never mutated while the returned slice, tied to
-        // `&self` (which keeps the mapping alive), exists. The file is
-        // preallocated and never shrunk, so touching the pages cannot SIGBUS.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
-    }
-}
-
-impl SegmentWriter {
-    /// The segment this writer writes.
-    pub fn segment(&self) -> &Arc<Segment> {
-        &self.seg
+        // SAFETY: `[start, end)` lies below the committed length, which the
+        // writer publishes (Release, loaded here with Acquire) only after
+        // its `pwrite` of every byte below it returned, and which is never
+        // past the file's length (the writer allocates before it writes;
+        // recovery publishes at most the length it measured). The writer
+        // never writes below the committed length again and files are never
+        // shrunk, so these bytes are initialised, stay unchanged, and
+        // touching their pages cannot fault, while the slice (tied to
+        // `&self`, which keeps the mapping alive) exists.
+        unsafe { self.slice(start, end) }
     }
 
-    /// Mutable access to the unpublished bytes `[start, end)`.
+    /// The bytes `[HEADER_LEN, end)` for recovery, which reads a segment
+    /// before anything is published.
     ///
     /// # Panics
-    /// When the range reaches below the committed length or past the end of
-    /// the segment (a caller bug).
-    pub fn unpublished_mut(&mut self, start: u64, end: u64) -> &mut [u8] {
-        let committed = self.seg.committed_len();
+    /// When `end` is past the length the file had when it was opened (a
+    /// caller bug: those pages are not backed by the file).
+    pub fn recovery_bytes(&self, end: u64) -> &[u8] {
         assert!(
-            committed <= start && start <= end && end <= self.seg.size,
-            "write outside the unpublished range"
+            HEADER_LEN <= end && end <= self.opened_len(),
+            "recovery reads past the file"
         );
-        let offset = usize::try_from(start).expect("mapping offsets fit usize");
-        let len = usize::try_from(end - start).expect("mapping offsets fit usize");
-        // SAFETY: the range is inside the mapping (end <= size) and at or
-        // above the committed length, so no reader slice covers it (readers
-        // only slice below `committed`, which only grows). Only one
-        // SegmentWriter exists per segment and this borrow is `&mut self`, so
-        // no other mutable slice aliases it. The file is preallocated and
-        // never shrunk while mapped, so writes cannot SIGBUS.
-        unsafe { std::slice::from_raw_parts_mut(self.seg.map.as_mut_ptr().add(offset), len) }
+        // SAFETY: `[HEADER_LEN, end)` is inside the mapping (opened_len is
+        // clamped to its size) and inside the file (its length when opened;
+        // segment files are never shrunk). Recovery runs before the log has
+        // a writer, and the writer later writes only at or above the end
+        // recovery settles on, so no byte of the slice changes while it lives.
+        unsafe { self.slice(HEADER_LEN, end) }
     }
 
-    /// Read access to unpublished bytes (recovery scans them before publishing).
-    pub fn unpublished(&mut self, start: u64, end: u64) -> &[u8] {
-        self.unpublished_mut(start, end)
+    /// # Safety
+    /// `[start, end)` must be inside the mapping and the file, and no byte of
+    /// it may change while the returned slice lives.
+    unsafe fn slice(&self, start: u64, end: u64) -> &[u8] {
+        let offset = usize::try_from(start).expect("mapping offsets fit usize");
+        let len = usize::try_from(end - start).expect("mapping offsets fit usize");
+        debug_assert!(end <= self.size);
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
     }
 
     /// Records from `pos` on were verified by recovery in this process.
     pub fn set_verified_from(&self, pos: u64) {
-        self.seg.crc_check_below.store(pos, Ordering::Release);
+        self.crc_check_below.store(pos, Ordering::Release);
     }
 
     /// Publishes records up to `end`, with `last_id` and its `created_at`.
-    /// Release ordering: everything written below `end` is visible to readers
-    /// that load the committed length with Acquire.
+    /// Only the log's writer calls it, after writing every byte below `end`.
+    /// Release ordering: those bytes are visible to readers that load the
+    /// committed length with Acquire.
     pub fn publish(&self, end: u64, last_id: u64, newest_created_at_us: u64) {
-        assert!(end <= self.seg.size, "publish past the segment end");
+        assert!(end <= self.size, "publish past the segment end");
         assert!(
-            end >= self.seg.committed_len(),
+            end >= self.committed_len(),
             "committed length went backwards"
         );
-        self.seg.last_id.store(last_id, Ordering::Release);
-        self.seg
-            .newest_created_at_us
+        self.last_id.store(last_id, Ordering::Release);
+        self.newest_created_at_us
             .store(newest_created_at_us, Ordering::Release);
-        self.seg.committed.store(end, Ordering::Release);
+        self.committed.store(end, Ordering::Release);
     }
 
     /// Marks the segment final: readers at its committed end move on.
-    pub fn seal(self) {
-        self.seg.sealed.store(true, Ordering::Release);
-    }
-
-    /// Writes `[start, end)` of the mapping to stable storage (msync with
-    /// MS_SYNC on the page range, which is what makes MAP_SHARED writes durable).
-    ///
-    /// # Errors
-    /// The sync's error; the caller poisons the log.
-    pub fn sync_range(&self, start: u64, end: u64) -> io::Result<()> {
-        self.seg.sync_range(start, end)
-    }
-
-    /// Asks the kernel to fault in `[start, end)` ahead of the writer.
-    ///
-    /// The populated pages hold zeros, which is what unwritten segment bytes
-    /// must hold anyway, so readers and recovery see no difference.
-    pub fn prefault(&self, start: u64, end: u64) {
-        let end = end.min(self.seg.size);
-        if end <= start {
-            return;
-        }
-        let (Ok(offset), Ok(len)) = (usize::try_from(start), usize::try_from(end - start)) else {
-            return;
-        };
-        // Populating write-enabled page tables ahead of the writer takes the
-        // page faults out of the per-record path (one madvise per
-        // `PREFAULT_BYTES` instead of one fault per page). It is only a
-        // hint: on kernels without MADV_POPULATE_WRITE (before 5.14) the
-        // writer takes the faults itself, so errors are logged and dropped.
-        if let Err(e) = self
-            .seg
-            .map
-            .advise_range(memmap2::Advice::PopulateWrite, offset, len)
-        {
-            tracing::debug!(error = %e, "madvise(POPULATE_WRITE) failed");
-        }
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
     }
 }

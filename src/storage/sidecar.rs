@@ -1,6 +1,7 @@
 //! Byte layouts of the segment header and the small files beside segments:
-//! `.idx` (sparse index and seal), `.keys` (idempotency keys) and the
-//! `checkpoint` (synced watermark). Sans-IO: bytes in, values out.
+//! `.idx` (sparse index and seal), `.keys` (idempotency keys), `.rooms`,
+//! the `checkpoint` (synced watermark and id reservation) and `holes`
+//! (ids a crash took back). Sans-IO: bytes in, values out.
 //!
 //! Layouts are documented in `protocol.md`, "On-disk format". Every integer is
 //! little-endian; every entry carries its own CRC-32 so a torn append is
@@ -26,7 +27,9 @@ pub const SIDECAR_HEADER_LEN: usize = 16;
 /// Bytes of one index entry.
 pub const INDEX_ENTRY_LEN: usize = 32;
 /// Bytes of the checkpoint file.
-pub const CHECKPOINT_LEN: usize = 40;
+pub const CHECKPOINT_LEN: usize = 48;
+/// Bytes of a version 1 checkpoint file.
+pub const CHECKPOINT_V1_LEN: usize = 40;
 /// Bytes of a key entry before the key.
 pub const KEY_ENTRY_HEADER_LEN: usize = ENTRY_HEADER_LEN;
 /// Bytes before the variable part of a `.keys` or `.rooms` entry.
@@ -342,8 +345,9 @@ pub fn decode_rooms(buf: &[u8]) -> Option<RoomsFile> {
     Some((entries, None))
 }
 
-/// The synced watermark of a log: everything in segment `segment_first_id`
-/// below `synced_pos` (and every earlier segment) was on stable storage.
+/// The durable state of a log: everything in segment `segment_first_id`
+/// below `synced_pos` (and every earlier segment) was on stable storage, and
+/// no id above `reserved_id` was ever shown to a reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
     /// First id of the segment the watermark is in.
@@ -352,11 +356,19 @@ pub struct Checkpoint {
     pub synced_pos: u64,
     /// Highest synced id.
     pub synced_id: u64,
+    /// Highest id the writer may publish to readers before a newer
+    /// checkpoint is on stable storage; after a crash the log continues
+    /// above it, so no id a reader may have seen is ever given again.
+    pub reserved_id: u64,
 }
+
+/// Version of the checkpoint layout written now (version 1 had no
+/// `reserved_id` and was 40 bytes long).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 impl Checkpoint {
     /// Encodes: magic(8) segment_first_id(8) synced_pos(8) synced_id(8)
-    /// version(4) crc(4) of 0..36.
+    /// reserved_id(8) version(4) crc(4) of 0..44.
     pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
         let mut b = [0u8; CHECKPOINT_LEN];
         let mut w = Writer(&mut b, 0);
@@ -364,27 +376,108 @@ impl Checkpoint {
         w.put(&self.segment_first_id.to_le_bytes());
         w.put(&self.synced_pos.to_le_bytes());
         w.put(&self.synced_id.to_le_bytes());
-        w.put(&FORMAT_VERSION.to_le_bytes());
-        let crc = crc32fast::hash(w.0.get(..36).unwrap_or_default());
+        w.put(&self.reserved_id.to_le_bytes());
+        w.put(&CHECKPOINT_VERSION.to_le_bytes());
+        let crc = crc32fast::hash(w.0.get(..44).unwrap_or_default());
         w.put(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes a checkpoint; `None` when it is not a valid one.
+    /// Decodes a checkpoint of version 2, or of version 1 (whose readers saw
+    /// only synced ids: its reservation is its `synced_id`); `None` when it
+    /// is not a valid one.
     pub fn decode(buf: &[u8]) -> Option<Checkpoint> {
-        let b = buf.get(..CHECKPOINT_LEN)?;
-        if b.get(..8)? != CHECKPOINT_MAGIC || u32_at(b, 32)? != FORMAT_VERSION {
+        if buf.get(..8)? != CHECKPOINT_MAGIC {
             return None;
         }
-        if crc32fast::hash(b.get(..36)?) != u32_at(b, 36)? {
+        if let Some(b) = buf.get(..CHECKPOINT_LEN) {
+            if u32_at(b, 40)? == CHECKPOINT_VERSION
+                && crc32fast::hash(b.get(..44)?) == u32_at(b, 44)?
+            {
+                return Some(Checkpoint {
+                    segment_first_id: u64_at(b, 8)?,
+                    synced_pos: u64_at(b, 16)?,
+                    synced_id: u64_at(b, 24)?,
+                    reserved_id: u64_at(b, 32)?,
+                });
+            }
+        }
+        let b = buf.get(..CHECKPOINT_V1_LEN)?;
+        if u32_at(b, 32)? != 1 || crc32fast::hash(b.get(..36)?) != u32_at(b, 36)? {
             return None;
         }
+        let synced_id = u64_at(b, 24)?;
         Some(Checkpoint {
             segment_first_id: u64_at(b, 8)?,
             synced_pos: u64_at(b, 16)?,
-            synced_id: u64_at(b, 24)?,
+            synced_id,
+            reserved_id: synced_id,
         })
     }
+}
+
+/// Magic of the `holes` file.
+pub const HOLES_MAGIC: [u8; 8] = *b"TWHOLES\0";
+/// Bytes of one `holes` entry.
+pub const HOLE_ENTRY_LEN: usize = 28;
+
+/// Ids a crash took back: records after `kept_id` may have been shown to
+/// readers and were lost, and the log continued at `next_id`; no record has
+/// an id in `kept_id + 1 .. next_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hole {
+    /// The last id that survived.
+    pub kept_id: u64,
+    /// The first id after the hole.
+    pub next_id: u64,
+    /// When recovery found it, µs.
+    pub at_us: u64,
+}
+
+impl Hole {
+    /// Encodes: kept_id(8) next_id(8) at_us(8) crc(4) of 0..24.
+    pub fn encode(&self) -> [u8; HOLE_ENTRY_LEN] {
+        let mut b = [0u8; HOLE_ENTRY_LEN];
+        let mut w = Writer(&mut b, 0);
+        w.put(&self.kept_id.to_le_bytes());
+        w.put(&self.next_id.to_le_bytes());
+        w.put(&self.at_us.to_le_bytes());
+        let crc = crc32fast::hash(w.0.get(..24).unwrap_or_default());
+        w.put(&crc.to_le_bytes());
+        b
+    }
+}
+
+/// Decodes a `holes` file up to its first invalid entry (entries must be
+/// in ascending order and each a real hole).
+pub fn decode_holes(buf: &[u8]) -> Vec<Hole> {
+    let mut out: Vec<Hole> = Vec::new();
+    if !check_sidecar_header(buf, HOLES_MAGIC) {
+        return out;
+    }
+    let body = buf.get(SIDECAR_HEADER_LEN..).unwrap_or_default();
+    for b in body.chunks(HOLE_ENTRY_LEN) {
+        let (Some(kept_id), Some(next_id), Some(at_us), Some(crc)) =
+            (u64_at(b, 0), u64_at(b, 8), u64_at(b, 16), u32_at(b, 24))
+        else {
+            break;
+        };
+        let ordered = out
+            .last()
+            .map_or(true, |p| p.next_id <= kept_id.saturating_add(1));
+        if crc32fast::hash(b.get(..24).unwrap_or_default()) != crc
+            || kept_id.checked_add(1).map_or(true, |k| k >= next_id)
+            || !ordered
+        {
+            break;
+        }
+        out.push(Hole {
+            kept_id,
+            next_id,
+            at_us,
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -419,8 +512,18 @@ mod tests {
             segment_first_id: 1,
             synced_pos: 100,
             synced_id: 3,
+            reserved_id: 9,
         };
         assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
+        let mut holes = sidecar_header(HOLES_MAGIC).to_vec();
+        let h = Hole {
+            kept_id: 4,
+            next_id: 70,
+            at_us: 5,
+        };
+        holes.extend_from_slice(&h.encode());
+        holes.extend_from_slice(&h.encode()); // out of order: ends the file
+        assert_eq!(decode_holes(&holes), vec![h]);
         let mut keys = sidecar_header(KEYS_MAGIC).to_vec();
         encode_key_entry(&mut keys, 5, 6, b"abc");
         encode_key_entry(&mut keys, 7, 8, b"d");

@@ -30,6 +30,7 @@ pub fn config(segment_size: u64, durability: Durability) -> LogConfig {
         segment_age_us: 1000 * HOUR_US,
         retention_us: 24 * HOUR_US,
         durability,
+        ..LogConfig::default()
     }
 }
 

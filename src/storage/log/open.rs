@@ -1,22 +1,39 @@
 //! Opening a log: finding its segments, trusting sealed ones through their
-//! index sidecar and header, recovering the active one from its last index
-//! point, and quarantining damage below the synced watermark.
+//! on-disk seal, recovering the active one from its last index point,
+//! continuing ids above the reservation a crash left, and reporting damage.
+//!
+//! Recovery never rewrites a byte of segment data. A segment whose valid
+//! records end before its data does (a torn tail after a crash, or damage)
+//! is sealed at the end of its valid records and the log continues in a new
+//! segment: the damaged bytes stay on disk for inspection, every record
+//! before them is served, and readers get a gap for the rest. Only a segment
+//! whose header is damaged is moved aside (`quarantine/`).
 
-use std::fs::{self, OpenOptions};
+use std::collections::HashMap;
+use std::fs;
 use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
 
-use super::*;
+use super::sync::{side_path, CheckpointCell, SegFiles, CHECKPOINT_FILE};
+use super::write::Active;
+use super::{ChannelLog, LogConfig, OpenReport, Shared};
+use crate::clock::SharedClock;
+use crate::limits;
+use crate::storage::io::{self as sio, DataFile, Faults, FileKind};
+use crate::storage::record::RecordView;
 use crate::storage::recovery::{self, ScanStop};
-use crate::storage::segment::sync_dir;
+use crate::storage::segment::{Segment, HEADER_LEN};
+use crate::storage::sidecar::{self, Checkpoint, Hole, IndexEntry};
+use crate::storage::StorageError;
 
-/// File name of the synced-watermark checkpoint in a log's directory.
-pub(super) const CHECKPOINT_FILE: &str = "checkpoint";
-/// Directory (inside a log's directory) damaged segments are moved to.
+/// Directory (inside a log's directory) segments with a damaged header are moved to.
 pub(super) const QUARANTINE_DIR: &str = "quarantine";
+/// File name of the crash holes in a log's directory.
+const HOLES_FILE: &str = "holes";
 
-fn side_path(dir: &Path, first_id: u64, ext: &str) -> PathBuf {
-    dir.join(format!("{first_id:020}.{ext}"))
-}
+type Keys = HashMap<Box<[u8]>, (u64, u64)>;
 
 fn read_optional(path: &Path) -> Result<Vec<u8>, StorageError> {
     match fs::read(path) {
@@ -26,67 +43,38 @@ fn read_optional(path: &Path) -> Result<Vec<u8>, StorageError> {
     }
 }
 
-fn create_with_header(path: &Path, magic: [u8; 8]) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    f.write_all_at(&sidecar::sidecar_header(magic), 0)?;
-    Ok(f)
-}
-
-/// Creates the empty `.idx`, `.keys` and `.rooms` sidecars of a new segment.
-pub(super) fn create_sidecars(
+/// Removes a segment and its sidecars (missing files are fine).
+pub(super) fn remove_segment_files(
     dir: &Path,
     first_id: u64,
-) -> Result<(File, File, File), StorageError> {
-    let idx = create_with_header(&side_path(dir, first_id, "idx"), sidecar::INDEX_MAGIC)?;
-    let keys = create_with_header(&side_path(dir, first_id, "keys"), sidecar::KEYS_MAGIC)?;
-    let rooms = create_with_header(&side_path(dir, first_id, "rooms"), sidecar::ROOMS_MAGIC)?;
-    Ok((idx, keys, rooms))
-}
-
-/// Replaces a sidecar atomically (temporary file, sync, rename) and returns
-/// it opened for appending, with its length.
-fn rewrite_sidecar(path: &Path, bytes: &[u8]) -> Result<(File, u64), StorageError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all_at(bytes, 0)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    let f = OpenOptions::new().read(true).write(true).open(path)?;
-    Ok((f, bytes.len() as u64))
-}
-
-/// Removes a segment and its sidecars (missing files are fine).
-pub(super) fn remove_segment_files(dir: &Path, first_id: u64) -> Result<(), StorageError> {
-    for ext in ["seg", "idx", "keys", "rooms"] {
-        match fs::remove_file(side_path(dir, first_id, ext)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+    faults: &Faults,
+) -> Result<(), StorageError> {
+    for (ext, kind) in [
+        ("seg", FileKind::Segment),
+        ("idx", FileKind::Index),
+        ("keys", FileKind::Keys),
+        ("rooms", FileKind::Rooms),
+    ] {
+        sio::remove_file(&side_path(dir, first_id, ext), kind, faults)?;
     }
     Ok(())
 }
 
-/// Moves a damaged segment and its sidecars to `quarantine/`, loudly.
-fn quarantine(dir: &Path, first_id: u64, now_us: u64, why: &str) -> Result<PathBuf, StorageError> {
+/// Moves a segment with a damaged header and its sidecars to `quarantine/`, loudly.
+fn quarantine(
+    dir: &Path,
+    first_id: u64,
+    now_us: u64,
+    why: &str,
+    faults: &Faults,
+) -> Result<PathBuf, StorageError> {
     let qdir = dir.join(QUARANTINE_DIR);
     fs::create_dir_all(&qdir)?;
     let mut seg_dest = PathBuf::new();
     for ext in ["seg", "idx", "keys", "rooms"] {
         let from = side_path(dir, first_id, ext);
         let to = qdir.join(format!("{first_id:020}.{ext}.{now_us}"));
-        match fs::rename(&from, &to) {
+        match sio::rename(&from, &to, FileKind::Segment, faults) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
@@ -95,18 +83,12 @@ fn quarantine(dir: &Path, first_id: u64, now_us: u64, why: &str) -> Result<PathB
             seg_dest = to;
         }
     }
-    sync_dir(dir)?;
-    tracing::error!(
-        dir = %dir.display(),
-        first_id,
-        moved_to = %seg_dest.display(),
-        %why,
-        "corrupt segment quarantined"
-    );
+    sio::sync_dir(dir, faults)?;
+    tracing::error!(dir = %dir.display(), first_id, moved_to = %seg_dest.display(), %why, "segment with a damaged header quarantined");
     Ok(seg_dest)
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
+fn list_segments(dir: &Path, faults: &Faults) -> Result<Vec<u64>, StorageError> {
     let mut firsts = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -115,7 +97,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
         if name.ends_with(".tmp") {
             // A segment or sidecar whose creation did not finish: never renamed
             // into place, so nothing refers to it.
-            fs::remove_file(entry.path())?;
+            sio::remove_file(&entry.path(), FileKind::Segment, faults)?;
             continue;
         }
         if let Some(first) = sidecar::parse_segment_file_name(name) {
@@ -126,90 +108,25 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     Ok(firsts)
 }
 
-/// Bytes after `from` that hold anything but zeros: the declared length of a
-/// torn record, then every following window of `INDEX_INTERVAL_BYTES` that
+/// True when bytes after `from` hold anything but zeros: the declared length
+/// of a torn record, or any following window of `INDEX_INTERVAL_BYTES` that
 /// is not all zero.
-fn tail_extent(data: &[u8], from: usize) -> usize {
-    let mut end = from;
-    if let Some(b) = data.get(from..from.saturating_add(4)) {
-        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if len > 0 && len <= record::RECORD_LEN_MAX {
-            end = from.saturating_add(8).saturating_add(len).min(data.len());
-        }
-    }
+fn dirty_after(data: &[u8], from: usize) -> bool {
     let window = limits::INDEX_INTERVAL_BYTES as usize;
     let mut probe = from;
     while probe < data.len() {
         let w_end = probe.saturating_add(window).min(data.len());
-        match data[probe..w_end].iter().rposition(|&b| b != 0) {
-            Some(i) => {
-                end = end.max(probe + i + 1);
-                probe = w_end;
-            }
-            None => break,
+        if data[probe..w_end].iter().any(|&b| b != 0) {
+            return true;
         }
+        // An all-zero window after the last record: the rest was never
+        // written (a segment fills front to back).
+        if probe > from {
+            return false;
+        }
+        probe = w_end;
     }
-    end
-}
-
-/// Opens a sealed segment, trusting its `.idx` seal entry, or rebuilding the
-/// index by a full scan when the sidecar is missing or damaged.
-fn open_sealed(
-    dir: &Path,
-    first: u64,
-    report: &mut OpenReport,
-    cutoff: u64,
-    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
-) -> Result<Arc<Segment>, StorageError> {
-    let (seg, mut w) = Segment::open(&side_path(dir, first, "seg"), first, false)?;
-    let idx = sidecar::decode_index(&read_optional(&side_path(dir, first, "idx"))?);
-    let seal = idx.entries.last().copied().filter(|e| {
-        e.kind == sidecar::KIND_SEAL
-            && e.pos >= HEADER_LEN
-            && e.pos <= seg.size
-            && e.id.checked_add(1).is_some_and(|n| n >= first)
-    });
-    let (points, seal) = match seal {
-        Some(seal) => (idx.entries[..idx.entries.len() - 1].to_vec(), seal),
-        None => {
-            let data = w.unpublished(HEADER_LEN, seg.size);
-            let mut points = Vec::new();
-            let r = recovery::scan_with(data, 0, &mut index_builder(&mut points, None));
-            if !matches!(r.stop, ScanStop::EndOfData | ScanStop::EndOfRegion)
-                || r.first_id.is_some_and(|f| f != first)
-            {
-                return Err(StorageError::Corruption(format!(
-                    "sealed segment {first} without index fails its scan: {:?}",
-                    r.stop
-                )));
-            }
-            let seal = IndexEntry {
-                id: r.last_id.unwrap_or(first - 1),
-                created_at_us: r.last_created_at_us,
-                pos: HEADER_LEN + r.end as u64,
-                kind: sidecar::KIND_SEAL,
-            };
-            let mut bytes = sidecar::sidecar_header(sidecar::INDEX_MAGIC).to_vec();
-            for e in points.iter().chain([&seal]) {
-                bytes.extend_from_slice(&e.encode());
-            }
-            rewrite_sidecar(&side_path(dir, first, "idx"), &bytes)?;
-            report.rebuilt_indexes += 1;
-            w.set_verified_from(HEADER_LEN);
-            (points, seal)
-        }
-    };
-    *seg.index.write().unwrap_or_else(|e| e.into_inner()) = points;
-    w.publish(seal.pos, seal.id, seal.created_at_us);
-    w.seal();
-    if seal.created_at_us >= cutoff {
-        for k in sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?) {
-            if k.id >= first && k.id <= seal.id && k.created_at_us >= cutoff {
-                keys.insert(k.key.into(), (k.id, k.created_at_us));
-            }
-        }
-    }
-    Ok(seg)
+    false
 }
 
 /// A scan visitor that adds an index point at the first record and then one
@@ -251,65 +168,191 @@ fn resume_point(points: &[IndexEntry], data: &[u8]) -> (usize, usize) {
     (0, 0)
 }
 
-/// Idempotency keys found by a scan: `(key, id, created_at)`.
-type ScannedKeys = Vec<(Vec<u8>, u64, u64)>;
+fn index_bytes(entries: &[IndexEntry]) -> Vec<u8> {
+    let mut bytes = sidecar::sidecar_header(sidecar::INDEX_MAGIC).to_vec();
+    for e in entries {
+        bytes.extend_from_slice(&e.encode());
+    }
+    bytes
+}
 
-/// Rewrites the active segment's `.keys`: the entries on file below the
-/// scan start (and not past the last valid id), then the keys the scan found
-/// (`scanned`: the scan's first id and its keys). Loads the retained ones.
-fn rewrite_active_keys(
+/// Rewrites an index sidecar atomically; out of space only costs a rebuild
+/// at the next start, so it is logged, not fatal.
+fn rewrite_index(
     dir: &Path,
     first: u64,
-    last_id: u64,
-    scanned: Option<(u64, ScannedKeys)>,
+    entries: &[IndexEntry],
+    faults: &Faults,
+) -> Result<(), StorageError> {
+    match sio::replace_file(
+        &side_path(dir, first, "idx"),
+        &index_bytes(entries),
+        FileKind::Index,
+        faults,
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if sio::is_out_of_space(&e) => {
+            tracing::warn!(segment = first, "disk full: rebuilt index not written");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads the idempotency keys of `[lo, hi]` from a segment's `.keys` that are
+/// inside retention.
+fn load_keys(
+    dir: &Path,
+    first: u64,
+    lo: u64,
+    hi: u64,
     cutoff: u64,
-    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
-) -> Result<(File, u64), StorageError> {
-    let (scanned_from, scan_keys) = scanned.unwrap_or((u64::MAX, Vec::new()));
-    let mut all_keys: ScannedKeys =
-        sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?)
-            .into_iter()
-            .filter(|k| k.id >= first && k.id < scanned_from && k.id <= last_id)
-            .map(|k| (k.key, k.id, k.created_at_us))
-            .collect();
-    all_keys.extend(scan_keys);
-    let mut keys_bytes = sidecar::sidecar_header(sidecar::KEYS_MAGIC).to_vec();
-    for (k, id, at) in all_keys {
-        sidecar::encode_key_entry(&mut keys_bytes, id, at, &k);
-        if at >= cutoff {
-            keys.insert(k.into(), (id, at));
+    keys: &mut Keys,
+) -> Result<(), StorageError> {
+    for k in sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?) {
+        if k.id >= lo && k.id <= hi && k.created_at_us >= cutoff {
+            keys.insert(k.key.into(), (k.id, k.created_at_us));
         }
     }
-    rewrite_sidecar(&side_path(dir, first, "keys"), &keys_bytes)
+    Ok(())
+}
+
+/// What a full scan of a segment found: its index points, its seal, its keys.
+struct Scanned {
+    points: Vec<IndexEntry>,
+    seal: IndexEntry,
+    keys: Vec<(Vec<u8>, u64, u64)>,
+    clean: bool,
+    stop: ScanStop,
+}
+
+/// Scans `data` (a segment's data region) from `start`, building index
+/// points after `points` and collecting keys.
+fn scan_segment(
+    first: u64,
+    data: &[u8],
+    start: usize,
+    mut points: Vec<IndexEntry>,
+) -> (Scanned, recovery::ScanResult) {
+    let mut keys = Vec::new();
+    let mut add_point = index_builder(&mut points, None);
+    let r = recovery::scan_with(data, start, &mut |off, v| {
+        add_point(off, v);
+        if let Some(k) = v.idempotency_key() {
+            keys.push((k.to_vec(), v.id(), v.created_at_us()));
+        }
+    });
+    drop(add_point);
+    points.dedup_by_key(|p| p.pos);
+    let clean = matches!(r.stop, ScanStop::EndOfData | ScanStop::EndOfRegion)
+        && !dirty_after(data, r.end)
+        && (start > 0 || r.first_id.map_or(true, |f| f == first));
+    let seal = IndexEntry {
+        id: r.last_id.unwrap_or(first - 1),
+        created_at_us: r.last_created_at_us,
+        pos: HEADER_LEN + r.end as u64,
+        kind: sidecar::KIND_SEAL,
+    };
+    (
+        Scanned {
+            points,
+            seal,
+            keys,
+            clean,
+            stop: r.stop,
+        },
+        r,
+    )
+}
+
+/// Opens a sealed segment: trusted through its on-disk seal (written only
+/// after its records and keys were synced), or scanned in full and its index
+/// rebuilt when the seal is missing. Damage (a file shorter than its seal,
+/// or a scan that stops early) cuts the segment at its last valid record.
+fn open_sealed(
+    dir: &Path,
+    first: u64,
+    cutoff: u64,
+    report: &mut OpenReport,
+    keys: &mut Keys,
+    faults: &Faults,
+) -> Result<Arc<Segment>, StorageError> {
+    let seg = Segment::open(&side_path(dir, first, "seg"), first)?;
+    let file_len = seg.opened_len();
+    let idx = sidecar::decode_index(&read_optional(&side_path(dir, first, "idx"))?);
+    let seal = idx.entries.last().copied().filter(|e| {
+        e.kind == sidecar::KIND_SEAL
+            && e.pos >= HEADER_LEN
+            && e.pos <= seg.size
+            && e.id.checked_add(1).is_some_and(|n| n >= first)
+    });
+    let (points, seal, end) = match seal {
+        Some(seal) => {
+            if file_len < seal.pos {
+                report.cut.push((first, file_len));
+                report.actions.push(format!("segment {first}: file ends at {file_len}, before its last record at {}; the records after the end are a gap", seal.pos));
+            }
+            if seal.created_at_us >= cutoff {
+                load_keys(dir, first, first, seal.id, cutoff, keys)?;
+            }
+            (
+                idx.entries[..idx.entries.len() - 1].to_vec(),
+                seal,
+                seal.pos.min(file_len),
+            )
+        }
+        None => {
+            let (s, _) = scan_segment(first, seg.recovery_bytes(file_len), 0, Vec::new());
+            if !s.clean {
+                report.cut.push((first, s.seal.pos));
+                report.actions.push(format!("segment {first}: damaged after id {} ({:?}); records up to it are served, the rest is a gap", s.seal.id, s.stop));
+            }
+            for (k, id, at) in s.keys {
+                if at >= cutoff {
+                    keys.insert(k.into(), (id, at));
+                }
+            }
+            let mut entries = s.points.clone();
+            entries.push(s.seal);
+            rewrite_index(dir, first, &entries, faults)?;
+            report.rebuilt_indexes += 1;
+            seg.set_verified_from(HEADER_LEN);
+            (s.points, s.seal, s.seal.pos)
+        }
+    };
+    *seg.index.write().unwrap_or_else(|e| e.into_inner()) = points;
+    seg.publish(end, seal.id, seal.created_at_us);
+    seg.seal();
+    Ok(seg)
 }
 
 /// The recovered active segment.
-struct Active {
-    writer: SegmentWriter,
-    idx_file: File,
-    idx_len: u64,
-    keys_file: File,
-    keys_len: u64,
-    rooms_file: File,
-    rooms_maintained: bool,
-    write_pos: u64,
+struct Recovered {
+    seg: Arc<Segment>,
+    end: u64,
     last_id: u64,
     last_created_at_us: u64,
     last_index_pos: Option<u64>,
+    /// Index points of the scanned part not yet on disk.
+    new_points: Vec<IndexEntry>,
+    /// The valid records end before the data does: the segment must be sealed.
+    cut: bool,
 }
 
 /// Recovers the active segment: finds the last index point that still names
-/// a valid record, CRC-scans from there, cuts (zeroes) a torn tail, and
-/// refuses (as corruption) to cut below the synced watermark.
+/// a valid record and CRC-scans from there. Keys and index entries the scan
+/// found that are missing from the sidecars are written back.
 fn recover_active(
     dir: &Path,
     first: u64,
     checkpoint: Option<Checkpoint>,
     cutoff: u64,
     report: &mut OpenReport,
-    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
-) -> Result<Active, StorageError> {
-    let (seg, mut w) = Segment::open(&side_path(dir, first, "seg"), first, true)?;
+    keys: &mut Keys,
+    faults: &Faults,
+) -> Result<Recovered, StorageError> {
+    let seg = Segment::open(&side_path(dir, first, "seg"), first)?;
+    let data = seg.recovery_bytes(seg.opened_len());
     let idx = sidecar::decode_index(&read_optional(&side_path(dir, first, "idx"))?);
     let mut points: Vec<IndexEntry> = idx
         .entries
@@ -317,172 +360,235 @@ fn recover_active(
         .filter(|e| e.kind == sidecar::KIND_POINT)
         .copied()
         .collect();
-    let mut rebuilt = idx.damaged;
-    let data = w.unpublished(HEADER_LEN, seg.size);
     let (start, valid) = resume_point(&points, data);
-    if valid < points.len() {
-        rebuilt = true;
-        points.truncate(valid);
-    }
-    let mut scan_keys: ScannedKeys = Vec::new();
-    let mut add_point = index_builder(&mut points, None);
-    let r = recovery::scan_with(data, start, &mut |off, v| {
-        add_point(off, v);
-        if let Some(k) = v.idempotency_key() {
-            scan_keys.push((k.to_vec(), v.id(), v.created_at_us()));
-        }
-    });
-    drop(add_point);
-    points.dedup_by_key(|p| p.pos);
-    if start == 0 && r.first_id.is_some_and(|f| f != first) {
-        return Err(StorageError::Corruption(format!(
-            "segment {first} starts with record {:?}",
-            r.first_id
-        )));
-    }
-    let end = HEADER_LEN + r.end as u64;
-    if let Some(cp) = checkpoint.filter(|cp| cp.segment_first_id == first) {
-        if end < cp.synced_pos {
-            return Err(StorageError::Corruption(format!(
-                "segment {first}: valid records end at {end}, below the synced position {} ({:?})",
-                cp.synced_pos, r.stop
-            )));
+    let on_disk = valid;
+    let rewrite_idx = idx.damaged || valid < idx.entries.len();
+    points.truncate(valid);
+    let (s, r) = scan_segment(first, data, start, points);
+    let end = s.seal.pos;
+    if !s.clean {
+        report.cut.push((first, end));
+        report.actions.push(format!("active segment {first}: valid records end at id {} ({:?}); sealed there, the log continues in a new segment", s.seal.id, s.stop));
+        if let Some(cp) =
+            checkpoint.filter(|cp| cp.segment_first_id == first && end < cp.synced_pos)
+        {
+            tracing::error!(
+                segment = first,
+                end,
+                synced_pos = cp.synced_pos,
+                "damage in synced records: acknowledged records after this point are lost"
+            );
         }
     }
-    let extent = tail_extent(data, r.end);
-    if extent > r.end {
-        let extent_abs = HEADER_LEN + extent as u64;
-        w.unpublished_mut(end, extent_abs).fill(0);
-        w.sync_range(end, extent_abs)?;
-        report.truncated_bytes += extent_abs - end;
-        tracing::warn!(segment = first, at = end, bytes = extent_abs - end, stop = ?r.stop, "torn tail cut");
+    // Keys: the sidecar's entries below the scan start, then what the scan
+    // found. The sidecar is rewritten only when it says anything else
+    // (keys lost with a crash, or entries of records that are gone).
+    let scanned_from = r.first_id.unwrap_or(u64::MAX);
+    let on_file = sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?);
+    let mut all: Vec<(Vec<u8>, u64, u64)> = on_file
+        .iter()
+        .filter(|k| k.id >= first && k.id < scanned_from)
+        .map(|k| (k.key.clone(), k.id, k.created_at_us))
+        .collect();
+    all.extend(s.keys);
+    let same = on_file.len() == all.len()
+        && on_file
+            .iter()
+            .zip(&all)
+            .all(|(f, (k, id, _))| f.key == *k && f.id == *id);
+    if !same {
+        let mut bytes = sidecar::sidecar_header(sidecar::KEYS_MAGIC).to_vec();
+        for (k, id, at) in &all {
+            sidecar::encode_key_entry(&mut bytes, *id, *at, k);
+        }
+        sio::replace_file(
+            &side_path(dir, first, "keys"),
+            &bytes,
+            FileKind::Keys,
+            faults,
+        )
+        .map_err(crate::storage::segment::space_error)?;
+        report.actions.push(format!(
+            "segment {first}: idempotency keys rewritten from the records"
+        ));
     }
-    let last_id = r.last_id.unwrap_or(first - 1);
-    let scanned = r.first_id.map(|f| (f, scan_keys));
-    let (keys_file, keys_len) = rewrite_active_keys(dir, first, last_id, scanned, cutoff, keys)?;
-    let mut idx_bytes = sidecar::sidecar_header(sidecar::INDEX_MAGIC).to_vec();
-    for p in &points {
-        idx_bytes.extend_from_slice(&p.encode());
+    for (k, id, at) in all {
+        if at >= cutoff {
+            keys.insert(k.into(), (id, at));
+        }
     }
-    let (idx_file, idx_len) = rewrite_sidecar(&side_path(dir, first, "idx"), &idx_bytes)?;
-    if rebuilt && r.records > 0 {
-        report.rebuilt_indexes += 1;
+    let new_points = if rewrite_idx {
+        rewrite_index(dir, first, &s.points, faults)?;
+        if r.records > 0 {
+            report.rebuilt_indexes += 1;
+        }
+        Vec::new()
+    } else {
+        s.points[on_disk.min(s.points.len())..].to_vec()
+    };
+    if end == HEADER_LEN {
+        // An empty segment: a room sidecar can only hold entries of records
+        // that were never written.
+        sio::remove_file(&side_path(dir, first, "rooms"), FileKind::Rooms, faults)?;
     }
-    // Room entries from before the crash are not trusted (some may be
-    // missing, some may name cut records): the sidecar restarts empty and is
-    // never sealed, and readers index this segment themselves. An empty
-    // segment is maintained by the writer from its first record.
-    let rooms_file = create_with_header(&side_path(dir, first, "rooms"), sidecar::ROOMS_MAGIC)?;
-    let rooms_maintained = end == HEADER_LEN;
-    if rooms_maintained {
-        seg.rooms.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
-    }
-    w.set_verified_from(HEADER_LEN + start as u64);
-    let last_index_pos = points.last().map(|p| p.pos);
-    *seg.index.write().unwrap_or_else(|e| e.into_inner()) = points;
-    Ok(Active {
-        writer: w,
-        idx_file,
-        idx_len,
-        keys_file,
-        keys_len,
-        rooms_file,
-        rooms_maintained,
-        write_pos: end,
-        last_id,
-        last_created_at_us: r.last_created_at_us,
+    seg.set_verified_from(HEADER_LEN + start as u64);
+    let last_index_pos = s.points.last().map(|p| p.pos);
+    *seg.index.write().unwrap_or_else(|e| e.into_inner()) = s.points;
+    Ok(Recovered {
+        seg,
+        end,
+        last_id: s.seal.id,
+        last_created_at_us: s.seal.created_at_us,
         last_index_pos,
+        new_points,
+        cut: !s.clean,
     })
 }
 
-fn new_active(dir: &Path, first: u64, now: u64, size: u64) -> Result<Active, StorageError> {
-    let (_, writer) = Segment::create(dir, first, now, size, false)?;
-    let (idx_file, keys_file, rooms_file) = create_sidecars(dir, first)?;
-    Ok(Active {
-        writer,
-        idx_file,
-        idx_len: sidecar::SIDECAR_HEADER_LEN as u64,
-        keys_file,
-        keys_len: sidecar::SIDECAR_HEADER_LEN as u64,
-        rooms_file,
-        rooms_maintained: true,
-        write_pos: HEADER_LEN,
-        last_id: first - 1,
-        last_created_at_us: 0,
-        last_index_pos: None,
-    })
-}
-
-/// Seals a recovered active segment that cannot take more records (the next
-/// id does not follow its last one).
-fn seal_active(a: Active) -> Result<Arc<Segment>, StorageError> {
+/// Seals a recovered active segment that cannot take more records: its
+/// seal entry is appended to its index and synced.
+fn seal_recovered(dir: &Path, a: &Recovered, faults: &Faults) -> Result<(), StorageError> {
     let seal = IndexEntry {
         id: a.last_id,
         created_at_us: a.last_created_at_us,
-        pos: a.write_pos,
+        pos: a.end,
         kind: sidecar::KIND_SEAL,
     };
-    a.idx_file.write_all_at(&seal.encode(), a.idx_len)?;
-    a.idx_file.sync_data()?;
-    let seg = a.writer.segment().clone();
-    a.writer
-        .publish(a.write_pos, a.last_id, a.last_created_at_us);
-    a.writer.seal();
-    Ok(seg)
+    let mut entries = a
+        .seg
+        .index
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    entries.push(seal);
+    rewrite_index(dir, a.seg.first_id, &entries, faults)?;
+    a.seg.publish(a.end, a.last_id, a.last_created_at_us);
+    a.seg.seal();
+    Ok(())
 }
 
-/// Opens every sealed segment (quarantining damaged ones); returns them with
-/// the id after their last record and their newest `created_at`.
+/// Records a hole in the `holes` file (created atomically the first time),
+/// synced before the log takes writes.
+fn record_hole(dir: &Path, hole: Hole, faults: &Faults) -> Result<(), StorageError> {
+    let path = dir.join(HOLES_FILE);
+    let existing = read_optional(&path)?;
+    let mut bytes = if sidecar::check_sidecar_header(&existing, sidecar::HOLES_MAGIC) {
+        let valid = sidecar::decode_holes(&existing).len();
+        existing[..sidecar::SIDECAR_HEADER_LEN + valid * sidecar::HOLE_ENTRY_LEN].to_vec()
+    } else {
+        sidecar::sidecar_header(sidecar::HOLES_MAGIC).to_vec()
+    };
+    bytes.extend_from_slice(&hole.encode());
+    sio::replace_file(&path, &bytes, FileKind::Holes, faults)
+        .map_err(crate::storage::segment::space_error)?;
+    Ok(())
+}
+
+/// The first id the log continues at, and whether a crash may have shown
+/// ids above the last record to readers.
+fn continue_at(
+    last_id: u64,
+    checkpoint: Option<Checkpoint>,
+    had_segments: bool,
+    floor: u64,
+) -> u64 {
+    let after = match checkpoint {
+        Some(cp) => last_id.max(cp.synced_id).max(cp.reserved_id),
+        // Records exist but no checkpoint says how far ids were handed
+        // out: assume a whole reservation could have been.
+        None if had_segments && last_id > 0 => last_id.saturating_add(limits::ID_RESERVATION_MAX),
+        None => last_id,
+    };
+    after.saturating_add(1).max(floor)
+}
+
+fn new_active(
+    dir: &Path,
+    first: u64,
+    now: u64,
+    size: u64,
+    faults: &Faults,
+) -> Result<(Active, Arc<Segment>), StorageError> {
+    let (seg, file, allocated) = Segment::create(dir, first, now, size, faults)?;
+    let files =
+        SegFiles::new(dir, first, file, faults).map_err(crate::storage::segment::space_error)?;
+    let active = Active {
+        seg: seg.clone(),
+        files: Some(Arc::new(files)),
+        faults: faults.clone(),
+        allocated,
+        write_pos: HEADER_LEN,
+        written_pos: HEADER_LEN,
+        stage: Vec::new(),
+        pending_keys: Vec::new(),
+        pending_rooms: Vec::new(),
+        keys_len: 0,
+        rooms_len: 0,
+        staged_rooms: Vec::new(),
+        staged_points: Vec::new(),
+        last_index_pos: None,
+        written_last_index_pos: None,
+        rooms_maintained: true,
+    };
+    Ok((active, seg))
+}
+
+fn recovered_active(a: Recovered, faults: &Faults) -> Active {
+    let rooms_maintained = a.end == HEADER_LEN;
+    if rooms_maintained {
+        a.seg
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .complete = true;
+    }
+    a.seg.publish(a.end, a.last_id, a.last_created_at_us);
+    Active {
+        allocated: a.seg.opened_len(),
+        seg: a.seg,
+        files: None,
+        faults: faults.clone(),
+        write_pos: a.end,
+        written_pos: a.end,
+        stage: Vec::new(),
+        pending_keys: Vec::new(),
+        pending_rooms: Vec::new(),
+        keys_len: 0,
+        rooms_len: 0,
+        staged_rooms: Vec::new(),
+        staged_points: Vec::new(),
+        last_index_pos: a.last_index_pos,
+        written_last_index_pos: a.last_index_pos,
+        rooms_maintained,
+    }
+}
+
+/// Opens every sealed segment (quarantining ones whose header is damaged).
 fn open_sealed_segments(
     dir: &Path,
     firsts: &[u64],
     now: u64,
     cutoff: u64,
     report: &mut OpenReport,
-    keys: &mut HashMap<Box<[u8]>, (u64, u64)>,
-) -> Result<(Vec<Arc<Segment>>, u64, u64), StorageError> {
+    keys: &mut Keys,
+    faults: &Faults,
+) -> Result<Vec<Arc<Segment>>, StorageError> {
     let mut segments = Vec::new();
-    let mut next_id = 1;
-    let mut last_created_at_us = 0;
     for &first in firsts {
-        match open_sealed(dir, first, report, cutoff, keys) {
-            Ok(seg) => {
-                next_id = next_id.max(seg.last_id() + 1);
-                last_created_at_us = last_created_at_us.max(seg.newest_created_at_us());
-                segments.push(seg);
-            }
+        match open_sealed(dir, first, cutoff, report, keys, faults) {
+            Ok(seg) => segments.push(seg),
             Err(StorageError::Corruption(why)) => {
-                report.quarantined.push(quarantine(dir, first, now, &why)?);
+                report
+                    .quarantined
+                    .push(quarantine(dir, first, now, &why, faults)?);
+                report.actions.push(format!(
+                    "segment {first}: {why}; moved to {QUARANTINE_DIR}/"
+                ));
             }
             Err(e) => return Err(e),
         }
     }
-    Ok((segments, next_id, last_created_at_us))
-}
-
-/// The segment appends go to: the recovered active one when its ids follow
-/// everything known, otherwise a new one at `next_id` (the recovered one,
-/// if it holds records, is sealed; if empty, removed).
-fn settle_active(
-    dir: &Path,
-    recovered: Option<Active>,
-    segments: &mut Vec<Arc<Segment>>,
-    next_id: u64,
-    now: u64,
-    size: u64,
-) -> Result<Active, StorageError> {
-    match recovered {
-        Some(a) if a.last_id + 1 >= next_id => Ok(a),
-        Some(a) => {
-            if a.write_pos == HEADER_LEN {
-                remove_segment_files(dir, a.writer.segment().first_id)?;
-            } else {
-                segments.push(seal_active(a)?);
-            }
-            new_active(dir, next_id, now, size)
-        }
-        None => new_active(dir, next_id, now, size),
-    }
+    Ok(segments)
 }
 
 pub(super) fn open(
@@ -495,100 +601,134 @@ pub(super) fn open(
     {
         return Err(StorageError::Invalid("segment size out of its limits"));
     }
+    let faults = config.faults.clone();
     fs::create_dir_all(dir)?;
     let now = clock.now_us();
     let cutoff = now.saturating_sub(config.retention_us);
-    let mut firsts = list_segments(dir)?;
+    let mut firsts = list_segments(dir, &faults)?;
+    let had_segments = !firsts.is_empty();
     let checkpoint = Checkpoint::decode(&read_optional(&dir.join(CHECKPOINT_FILE))?);
+    let mut holes = sidecar::decode_holes(&read_optional(&dir.join(HOLES_FILE))?);
     let mut report = OpenReport::default();
     let mut keys = HashMap::new();
     let active_first = firsts.pop();
-    let (mut segments, next_id, mut last_created_at_us) =
-        open_sealed_segments(dir, &firsts, now, cutoff, &mut report, &mut keys)?;
-    let next_id = next_id.max(checkpoint.map_or(1, |cp| cp.synced_id.saturating_add(1)));
+    let mut segments =
+        open_sealed_segments(dir, &firsts, now, cutoff, &mut report, &mut keys, &faults)?;
+    let mut last_id = segments.iter().map(|s| s.last_id()).max().unwrap_or(0);
+    let mut last_created_at_us = segments
+        .iter()
+        .map(|s| s.newest_created_at_us())
+        .max()
+        .unwrap_or(0);
     let recovered = match active_first {
-        Some(first) => {
-            match recover_active(dir, first, checkpoint, cutoff, &mut report, &mut keys) {
-                Ok(a) => Some(a),
-                Err(StorageError::Corruption(why)) => {
-                    report.quarantined.push(quarantine(dir, first, now, &why)?);
-                    None
-                }
-                Err(e) => return Err(e),
+        Some(first) => match recover_active(
+            dir,
+            first,
+            checkpoint,
+            cutoff,
+            &mut report,
+            &mut keys,
+            &faults,
+        ) {
+            Ok(a) => Some(a),
+            Err(StorageError::Corruption(why)) => {
+                report
+                    .quarantined
+                    .push(quarantine(dir, first, now, &why, &faults)?);
+                report.actions.push(format!(
+                    "active segment {first}: {why}; moved to {QUARANTINE_DIR}/"
+                ));
+                None
             }
-        }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
-    let active = settle_active(
-        dir,
-        recovered,
-        &mut segments,
-        next_id,
-        now,
-        config.segment_size,
-    )?;
-    let next_id = active.last_id + 1;
-    last_created_at_us = last_created_at_us.max(active.last_created_at_us);
-    let seg = active.writer.segment().clone();
-    active
-        .writer
-        .publish(active.write_pos, active.last_id, last_created_at_us);
-    segments.push(seg.clone());
-    let (synced_id, synced_pos) = match checkpoint {
-        Some(cp) if cp.segment_first_id == seg.first_id => (
-            cp.synced_id.min(next_id - 1),
-            cp.synced_pos.min(active.write_pos),
-        ),
-        Some(cp) if cp.segment_first_id < seg.first_id => {
-            (cp.synced_id.min(next_id - 1), HEADER_LEN)
+    if let Some(a) = &recovered {
+        last_id = last_id.max(a.last_id);
+        last_created_at_us = last_created_at_us.max(a.last_created_at_us);
+    }
+    if had_segments && checkpoint.is_none() {
+        report
+            .actions
+            .push("no valid checkpoint: ids continue above a whole reservation".to_string());
+    }
+    let next_id = continue_at(last_id, checkpoint, had_segments, config.first_id_floor);
+    if had_segments && next_id > last_id + 1 && last_id + 1 >= config.first_id_floor {
+        let hole = Hole {
+            kept_id: last_id,
+            next_id,
+            at_us: now,
+        };
+        record_hole(dir, hole, &faults)?;
+        holes.push(hole);
+        report.hole = Some(hole);
+        report.actions.push(format!("ids {}..{} may have been shown to readers before a crash and are not stored: the log continues at {next_id}", last_id + 1, next_id - 1));
+    }
+    let (active, pending_points) = match recovered {
+        Some(a) if !a.cut && a.last_id + 1 == next_id => {
+            let points = a.new_points.clone();
+            (recovered_active(a, &faults), points)
         }
-        _ => (0, HEADER_LEN),
+        Some(a) => {
+            if a.end == HEADER_LEN {
+                remove_segment_files(dir, a.seg.first_id, &faults)?;
+            } else {
+                seal_recovered(dir, &a, &faults)?;
+                segments.push(a.seg.clone());
+            }
+            let (active, _) = new_active(dir, next_id, now, config.segment_size, &faults)?;
+            (active, Vec::new())
+        }
+        None => (
+            new_active(dir, next_id, now, config.segment_size, &faults)?.0,
+            Vec::new(),
+        ),
     };
-    let checkpoint_file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(CHECKPOINT_FILE))?;
-    sync_dir(dir)?;
+    segments.push(active.seg.clone());
+    let cp_value = checkpoint.unwrap_or(Checkpoint {
+        segment_first_id: active.seg.first_id,
+        synced_pos: HEADER_LEN,
+        synced_id: 0,
+        reserved_id: 0,
+    });
+    let checkpoint_cell = CheckpointCell::new(dir, cp_value, None::<DataFile>, &faults);
+    if holes.len() > limits::HOLES_KEPT_MAX {
+        holes.drain(..holes.len() - limits::HOLES_KEPT_MAX);
+    }
     let shared = Arc::new(Shared {
         dir: dir.to_path_buf(),
         clock,
         retention_us: AtomicU64::new(config.retention_us),
         head_id: AtomicU64::new(next_id - 1),
+        committed_id: AtomicU64::new(next_id - 1),
         segments: RwLock::new(segments),
+        holes,
+        poisoned: AtomicBool::new(false),
+        poison_why: Mutex::new(None),
     });
     report.next_id = next_id;
+    let head = next_id - 1;
     let log = ChannelLog {
         shared,
-        config,
-        active: active.writer,
-        idx_file: active.idx_file,
-        idx_len: active.idx_len,
-        keys_file: active.keys_file,
-        keys_len: active.keys_len,
-        rooms_file: active.rooms_file,
-        rooms_len: sidecar::SIDECAR_HEADER_LEN as u64,
-        rooms_maintained: active.rooms_maintained,
-        checkpoint_file,
-        pending_idx: Vec::with_capacity(4096),
-        pending_keys: Vec::with_capacity(4096),
-        pending_rooms: Vec::with_capacity(4096),
-        sidecars_unsynced: false,
-        to_seal: Vec::new(),
-        unsynced_sealed: Vec::new(),
-        write_pos: active.write_pos,
+        active,
+        sealing: Vec::new(),
+        checkpoint: Arc::new(checkpoint_cell),
         next_id,
         last_created_at_us,
-        last_index_pos: active.last_index_pos,
-        prefaulted_to: active.write_pos,
-        synced_pos,
-        synced_id,
-        last_sync_us: now,
-        poisoned: None,
+        written_id: head,
+        written_created_at_us: last_created_at_us,
+        reserved_id: head,
+        reserve_chunk: limits::ID_RESERVATION_MIN,
+        job_points: pending_points,
         keys,
-        fail_allocation: false,
-        fail_sync: false,
+        keys_unwritten: Vec::new(),
+        last_append_us: now,
+        last_job_watermark: (0, 0, 0),
+        deferred_job: None,
+        last_sync_us: now,
+        unsynced_rotated: Vec::new(),
+        config,
     };
     Ok((log, report))
 }
