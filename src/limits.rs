@@ -162,8 +162,14 @@ pub const CHANNEL_DESCRIPTION_LEN_MAX: usize = 4096;
 pub const RETENTION_SECS_MAX: u64 = 30 * 24 * 3600;
 /// Bytes of publish frames queued for the log writer across the server.
 pub const INFLIGHT_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// Publish requests one connection may have queued for the writer at once.
-pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 1024;
+/// Publish requests one connection may have waiting for their
+/// acknowledgements at once (a connection over it is not read until
+/// answers go out). Large enough that one pipelining connection fills a
+/// whole group commit while the previous one syncs.
+pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 16_384;
+/// Most bytes of consecutive publish frames of one connection gathered into
+/// one writer request.
+pub const COALESCE_BYTES_MAX: usize = 256 * 1024;
 // Frame overhead (8) + Deliver header (8) + record header (24) + author (16).
 const _: () = assert!(MESSAGE_BODY_LEN_MAX + 8 + 8 + 24 + 16 <= FRAME_LEN_MAX);
 // Every wire string carries a u16 length.

@@ -9,6 +9,7 @@
 mod acl;
 mod admin;
 mod channel;
+mod commit;
 mod keys;
 mod registry;
 mod store;
@@ -610,6 +611,31 @@ impl Broker {
             if let Some(t) = &*self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()) {
                 t.unpark();
             }
+        }
+    }
+
+    /// Hands completions to their io threads' queues (one list per io
+    /// thread, emptied), waking each thread that got some.
+    pub fn push_completions(&self, outbox: &mut [Vec<Completion>]) {
+        for (thread, out) in outbox.iter_mut().enumerate() {
+            let Some(link) = self.io_links.get(thread) else {
+                out.clear();
+                continue;
+            };
+            if out.is_empty() {
+                continue;
+            }
+            for c in out.drain(..) {
+                let mut c = c;
+                // The completion queue holds more entries than can be in
+                // flight, so this only waits while an io thread catches up.
+                while let Err(back) = link.completions.push(c) {
+                    c = back;
+                    link.wake();
+                    std::thread::yield_now();
+                }
+            }
+            link.wake();
         }
     }
 

@@ -1,10 +1,13 @@
 //! The log-writer thread: the single writer of every channel log.
 //!
 //! It pops publish requests in batches from the append queue, appends their
-//! records, commits each touched log once per batch (group commit under the
-//! `batch` policy), and only then hands acknowledgements to the io threads
-//! and wakes them: nothing is acknowledged before it is stored under the
-//! policy in force.
+//! records, writes each touched log once per batch and publishes its head
+//! (subscribers see the records at once), then hands each log's sync job to
+//! the commit thread (`commit.rs`) and goes on with the next batch.
+//! Acknowledgements that only need the records appended leave right away;
+//! durable acknowledgements under the `batch` policy leave from the commit
+//! thread once a sync covers them. Nothing is acknowledged before it is
+//! stored under the policy in force.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::commit::CommitStage;
 use crate::broker::{storage_to_wire, Broker};
 use crate::limits;
 use crate::storage::{AppendOutcome, Author, ChannelLog, Durability, StorageError};
@@ -29,23 +33,26 @@ pub struct ConnRef {
     pub generation: u64,
 }
 
-/// A publish frame on its way to the log.
+/// Publish frames on their way to the log: one frame, or consecutive
+/// frames of one connection to one channel with one ack mode, coalesced.
 #[derive(Debug)]
 pub struct PublishReq {
     /// Target channel.
     pub channel_id: u64,
     /// Recorded author.
     pub author: Author,
-    /// `count` × (u32 length, checked message body).
+    /// `count` × (u32 length, checked message body), frame after frame.
     pub data: Bytes,
     /// Messages in `data`.
     pub count: u32,
-    /// Acknowledgement mode.
+    /// Frames coalesced into this request.
+    pub frames: u32,
+    /// Acknowledgement mode (the same for every frame).
     pub ack: AckMode,
     /// Who asked.
     pub conn: ConnRef,
-    /// Echoed in the acknowledgement.
-    pub request_id: u32,
+    /// The connection's sequence number of the first frame.
+    pub seq: u64,
 }
 
 /// Work for the writer.
@@ -80,30 +87,30 @@ pub enum WriterMsg {
     },
 }
 
-/// What the writer tells an io thread.
+/// What the writer (or the commit thread) tells an io thread.
 #[derive(Debug)]
 pub enum Completion {
-    /// A publish was stored.
+    /// A publish request was stored under its ack mode.
     Published {
         /// Who asked.
         conn: ConnRef,
-        /// Their request id.
-        request_id: u32,
-        /// Their ack mode.
-        ack: AckMode,
-        /// Messages in the request.
-        count: u32,
+        /// Sequence number of its first frame.
+        seq: u64,
+        /// Frames in the request.
+        frames: u32,
         /// Id of the first newly appended message (0: none).
         first_id: u64,
-        /// (index, original id) of duplicates.
+        /// (message index in the request, original id) of duplicates.
         duplicates: Vec<(u32, u64)>,
     },
-    /// A publish failed; nothing of it is acknowledged.
+    /// A publish request failed; nothing of it is acknowledged.
     Failed {
         /// Who asked.
         conn: ConnRef,
-        /// Their request id.
-        request_id: u32,
+        /// Sequence number of its first frame.
+        seq: u64,
+        /// Frames in the request.
+        frames: u32,
         /// Stable code.
         code: ErrorCode,
         /// Explanation.
@@ -112,9 +119,28 @@ pub enum Completion {
 }
 
 impl Completion {
-    fn conn(&self) -> ConnRef {
+    /// The connection the completion is for.
+    pub fn conn(&self) -> ConnRef {
         match self {
             Completion::Published { conn, .. } | Completion::Failed { conn, .. } => *conn,
+        }
+    }
+
+    /// The same request, failed with `code`.
+    pub fn into_failure(self, code: ErrorCode, message: String) -> Completion {
+        match self {
+            Completion::Published {
+                conn, seq, frames, ..
+            }
+            | Completion::Failed {
+                conn, seq, frames, ..
+            } => Completion::Failed {
+                conn,
+                seq,
+                frames,
+                code,
+                message,
+            },
         }
     }
 }
@@ -122,15 +148,17 @@ impl Completion {
 /// How long an idle writer polls its queue before it parks.
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);
 
-/// How often idle logs are rotated, expired and (under `interval`) synced.
+/// How often idle logs are rotated, expired and closed.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(250);
 
-/// What appending one request stored: the first new id and the duplicates.
-type Stored = (u64, Vec<(u32, u64)>);
-
+/// One request of a batch, with what appending it gave.
 struct Pending {
     req: PublishReq,
-    result: Result<Stored, (ErrorCode, String)>,
+    first_id: u64,
+    /// The largest id any of its messages got or was a duplicate of.
+    max_id: u64,
+    duplicates: Vec<(u32, u64)>,
+    error: Option<(ErrorCode, String)>,
 }
 
 /// The writer's state: every open log.
@@ -167,10 +195,36 @@ impl Writer {
         }
     }
 
-    /// Runs until shutdown has begun and the queue is empty, then syncs and
-    /// closes every log.
+    /// Runs until shutdown has begun and the queue is empty, then lets the
+    /// commit thread finish, syncs and closes every log.
     pub fn run(mut self) {
         self.broker.set_writer_thread(std::thread::current());
+        let stage = CommitStage::new(self.broker.clone(), self.durability);
+        std::thread::scope(|scope| {
+            let commit = std::thread::Builder::new()
+                .name("tidewire-commit".into())
+                .spawn_scoped(scope, || stage.run());
+            if let Err(e) = &commit {
+                tracing::error!(error = %e, "could not start the commit thread; syncing on the writer");
+            }
+            let stage = commit.is_ok().then_some(&stage);
+            self.serve(stage);
+            if let Ok(handle) = commit {
+                if let Some(stage) = stage {
+                    stage.finish();
+                }
+                if handle.join().is_err() {
+                    tracing::error!("the commit thread panicked");
+                }
+            }
+        });
+        self.close_all();
+        self.broker.writer_done.store(true, Ordering::Release);
+        self.broker.wake_all_io();
+    }
+
+    /// The loop: batches until shutdown has begun and the queue is empty.
+    fn serve(&mut self, stage: Option<&CommitStage>) {
         loop {
             while self.batch.len() < limits::WRITER_BATCH_MAX {
                 match self.broker.append_queue.pop() {
@@ -180,9 +234,9 @@ impl Writer {
             }
             if self.batch.is_empty() {
                 if self.broker.shutting_down.load(Ordering::Acquire) {
-                    break;
+                    return;
                 }
-                self.maintain_if_due();
+                self.maintain_if_due(stage);
                 if self.spin_for_work() {
                     continue;
                 }
@@ -195,12 +249,9 @@ impl Writer {
                 self.broker.writer_parking(false);
                 continue;
             }
-            self.process_batch();
-            self.maintain_if_due();
+            self.process_batch(stage);
+            self.maintain_if_due(stage);
         }
-        self.close_all();
-        self.broker.writer_done.store(true, Ordering::Release);
-        self.broker.wake_all_io();
     }
 
     /// Polls the queue for a short while before parking: a publish that
@@ -218,7 +269,7 @@ impl Writer {
         false
     }
 
-    fn process_batch(&mut self) {
+    fn process_batch(&mut self, stage: Option<&CommitStage>) {
         // One clock read per batch: every record of a batch gets this time
         // (the log keeps `created_at` non-decreasing).
         self.batch_now_us = self.broker.clock().now_us();
@@ -230,6 +281,8 @@ impl Writer {
                     self.logs.insert(id, *log);
                 }
                 WriterMsg::RemoveChannel { id } => {
+                    // What was appended before the delete is answered first.
+                    self.flush_and_complete(stage);
                     if let Some(log) = self.logs.remove(&id) {
                         if let Err(e) = log.destroy() {
                             tracing::error!(channel = id, error = %e, "could not remove a deleted channel's log");
@@ -249,117 +302,150 @@ impl Writer {
             }
         }
         self.batch = batch;
-        self.commit_touched();
-        self.complete();
+        self.flush_and_complete(stage);
     }
 
     fn append(&mut self, req: PublishReq) {
         let Some(log) = self.logs.get_mut(&req.channel_id) else {
             self.pending.push(Pending {
                 req,
-                result: Err((ErrorCode::ChannelNotFound, "the channel was deleted".into())),
+                first_id: 0,
+                max_id: 0,
+                duplicates: Vec::new(),
+                error: Some((ErrorCode::ChannelNotFound, "the channel was deleted".into())),
             });
             return;
         };
-        let result = append_all(log, &req, self.batch_now_us);
-        if !self.touched.contains(&req.channel_id) {
-            self.touched.push(req.channel_id);
-        }
-        self.pending.push(Pending {
+        let mut p = Pending {
             req,
-            result: result.map_err(|e| {
-                let w = storage_to_wire(e);
-                (w.code, w.message)
-            }),
-        });
+            first_id: 0,
+            max_id: 0,
+            duplicates: Vec::new(),
+            error: None,
+        };
+        if let Err(e) = append_all(log, &mut p, self.batch_now_us) {
+            let w = storage_to_wire(e);
+            // A failed write rolls back what this batch staged before it:
+            // the requests whose ids are no longer stored failed too.
+            let next = log.next_id();
+            for q in self
+                .pending
+                .iter_mut()
+                .filter(|q| q.req.channel_id == p.req.channel_id)
+            {
+                if q.error.is_none() && q.max_id >= next {
+                    q.error = Some((w.code, w.message.clone()));
+                }
+            }
+            p.error = Some((w.code, w.message));
+        }
+        if !self.touched.contains(&p.req.channel_id) {
+            self.touched.push(p.req.channel_id);
+        }
+        self.pending.push(p);
     }
 
-    fn commit_touched(&mut self) {
+    /// Writes and publishes every touched log, then sends every completion
+    /// of the batch: at once, or with the log's sync job to the commit stage.
+    fn flush_and_complete(&mut self, stage: Option<&CommitStage>) {
+        let mut jobs = Vec::with_capacity(self.touched.len());
         for id in std::mem::take(&mut self.touched) {
             let Some(log) = self.logs.get_mut(&id) else {
                 continue;
             };
-            // Under `batch` the commit syncs; under `none` and `interval` a
-            // durable acknowledgement means stored under that policy, which
-            // the commit also is (protocol.md, "Acknowledgement modes").
-            if let Err(e) = log.commit() {
-                tracing::error!(channel = id, error = %e, "commit failed; the log refuses further writes");
+            if let Err(e) = log.flush() {
+                // What was not written was rolled back: the requests with
+                // ids above the last written one failed.
+                let written = log.written_id();
                 let w = storage_to_wire(e);
                 for p in self.pending.iter_mut().filter(|p| p.req.channel_id == id) {
-                    if p.result.is_ok() {
-                        p.result = Err((w.code, w.message.clone()));
+                    if p.error.is_none() && p.max_id > written {
+                        p.error = Some((w.code, w.message.clone()));
                     }
                 }
             }
+            jobs.push((id, log.take_sync_job()));
         }
-    }
-
-    fn complete(&mut self) {
+        let mut waiting: HashMap<u64, Vec<Completion>> = HashMap::new();
         let mut freed = 0usize;
         for p in self.pending.drain(..) {
             freed += p.req.data.len();
-            let c = match p.result {
-                Ok((first_id, duplicates)) => Completion::Published {
-                    conn: p.req.conn,
-                    request_id: p.req.request_id,
-                    ack: p.req.ack,
-                    count: p.req.count,
-                    first_id,
-                    duplicates,
-                },
-                Err((code, message)) => Completion::Failed {
-                    conn: p.req.conn,
-                    request_id: p.req.request_id,
-                    code,
-                    message,
-                },
-            };
-            if let Some(out) = self.outbox.get_mut(c.conn().thread) {
-                out.push(c);
+            let durable_wait =
+                self.durability == Durability::Batch && p.req.ack == AckMode::Durable;
+            let (channel, c) = completion(p);
+            match c {
+                c @ Completion::Published { .. } if durable_wait => {
+                    waiting.entry(channel).or_default().push(c);
+                }
+                c => {
+                    if let Some(out) = self.outbox.get_mut(c.conn().thread) {
+                        out.push(c);
+                    }
+                }
             }
         }
         self.broker
             .inflight_bytes
             .fetch_sub(freed, Ordering::AcqRel);
-        for (thread, out) in self.outbox.iter_mut().enumerate() {
-            let Some(link) = self.broker.io_links.get(thread) else {
-                continue;
-            };
-            for c in out.drain(..) {
-                let mut c = c;
-                // The completion queue holds more entries than can be in
-                // flight, so this only waits while an io thread catches up.
-                while let Err(back) = link.completions.push(c) {
-                    c = back;
-                    link.wake();
-                    std::thread::yield_now();
-                }
-            }
+        for (id, job) in jobs {
+            let acks = waiting.remove(&id).unwrap_or_default();
+            self.hand_over(stage, id, job, acks);
         }
+        for (id, acks) in waiting {
+            self.hand_over(stage, id, None, acks);
+        }
+        self.broker.push_completions(&mut self.outbox);
         // Every io thread may hold subscribers of the channels that advanced.
         self.broker.wake_all_io();
     }
 
-    fn maintain_if_due(&mut self) {
+    /// Gives a job and the acknowledgements waiting for it to the commit
+    /// stage, or runs it here when there is none.
+    fn hand_over(
+        &mut self,
+        stage: Option<&CommitStage>,
+        id: u64,
+        job: Option<crate::storage::SyncJob>,
+        acks: Vec<Completion>,
+    ) {
+        if let Some(stage) = stage {
+            stage.submit(id, job, acks);
+            return;
+        }
+        let failed = job.map(|j| j.run(false)).transpose().err();
+        for ack in acks {
+            let ack = match &failed {
+                None => ack,
+                Some(e) => ack.into_failure(ErrorCode::StorageFailed, e.to_string()),
+            };
+            if let Some(out) = self.outbox.get_mut(ack.conn().thread) {
+                out.push(ack);
+            }
+        }
+    }
+
+    fn maintain_if_due(&mut self, stage: Option<&CommitStage>) {
         if self.last_maintenance.elapsed() < MAINTENANCE_EVERY {
             return;
         }
         self.last_maintenance = Instant::now();
-        let mut advanced = false;
-        for (id, log) in &mut self.logs {
+        let mut jobs = Vec::new();
+        for (&id, log) in &mut self.logs {
             if let Err(e) = log.maintain() {
                 tracing::error!(channel = id, error = %e, "log maintenance failed");
             }
-            if let Durability::Interval { .. } = self.durability {
-                match log.commit() {
-                    Ok(_) => advanced = true,
-                    Err(e) => tracing::error!(channel = id, error = %e, "interval sync failed"),
-                }
+            // A rotation by age publishes its seal here.
+            if let Err(e) = log.flush() {
+                tracing::error!(channel = id, error = %e, "log flush failed");
+            }
+            if let Some(job) = log.take_sync_job() {
+                jobs.push((id, job));
             }
         }
-        if advanced {
-            self.broker.wake_all_io();
+        for (id, job) in jobs {
+            self.hand_over(stage, id, Some(job), Vec::new());
         }
+        self.broker.push_completions(&mut self.outbox);
     }
 
     fn close_all(&mut self) {
@@ -371,12 +457,39 @@ impl Writer {
     }
 }
 
-/// Appends every message of `req`; returns the first new id and duplicates.
-fn append_all(log: &mut ChannelLog, req: &PublishReq, now_us: u64) -> Result<Stored, StorageError> {
-    let mut first_id = 0u64;
-    let mut duplicates = Vec::new();
-    let mut rest: &[u8] = &req.data;
-    for index in 0..req.count {
+/// The completion of a finished request, with its channel.
+fn completion(p: Pending) -> (u64, Completion) {
+    let PublishReq {
+        channel_id,
+        conn,
+        seq,
+        frames,
+        ..
+    } = p.req;
+    let c = match p.error {
+        None => Completion::Published {
+            conn,
+            seq,
+            frames,
+            first_id: p.first_id,
+            duplicates: p.duplicates,
+        },
+        Some((code, message)) => Completion::Failed {
+            conn,
+            seq,
+            frames,
+            code,
+            message,
+        },
+    };
+    (channel_id, c)
+}
+
+/// Appends every message of `p.req`, recording the first new id, the
+/// duplicates and the largest id involved.
+fn append_all(log: &mut ChannelLog, p: &mut Pending, now_us: u64) -> Result<(), StorageError> {
+    let mut rest: &[u8] = &p.req.data;
+    for index in 0..p.req.count {
         let (len, tail) = rest
             .split_at_checked(4)
             .ok_or(StorageError::Invalid("short publish data"))?;
@@ -385,14 +498,16 @@ fn append_all(log: &mut ChannelLog, req: &PublishReq, now_us: u64) -> Result<Sto
             .split_at_checked(len)
             .ok_or(StorageError::Invalid("short publish data"))?;
         rest = tail;
-        match log.append_at(req.author, body, now_us)? {
+        let out = log.append_at(p.req.author, body, now_us)?;
+        p.max_id = p.max_id.max(out.id());
+        match out {
             AppendOutcome::Appended(id) => {
-                if first_id == 0 {
-                    first_id = id;
+                if p.first_id == 0 {
+                    p.first_id = id;
                 }
             }
-            AppendOutcome::Duplicate(id) => duplicates.push((index, id)),
+            AppendOutcome::Duplicate(id) => p.duplicates.push((index, id)),
         }
     }
-    Ok((first_id, duplicates))
+    Ok(())
 }

@@ -1,15 +1,17 @@
 //! One client connection: socket, bounded buffers, protocol state and its
 //! subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use mio::net::TcpStream;
 
 use crate::broker::{Access, Caller, Channel};
 use crate::limits;
-use crate::storage::Cursor;
+use crate::storage::{Author, Cursor};
+use crate::wire::{AckMode, ErrorCode};
 
 /// Which protocol a connection speaks (fixed by the listener it came from).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,59 @@ pub struct Sub {
     pub channel: Arc<Channel>,
     /// Its position in the channel's log.
     pub cursor: Cursor,
+}
+
+/// A publish frame of a binary connection waiting for its answer; answers
+/// leave in the order the frames came.
+#[derive(Debug)]
+pub struct PendingAck {
+    /// The frame's request id.
+    pub request_id: u32,
+    /// Messages in the frame.
+    pub count: u32,
+    /// Its acknowledgement mode.
+    pub ack: AckMode,
+    /// The answer, once known.
+    pub outcome: Option<AckOutcome>,
+}
+
+/// How a publish frame ended.
+#[derive(Debug)]
+pub enum AckOutcome {
+    /// Stored: the first new id and the duplicates (index in the frame, id).
+    Stored {
+        /// Id of the first newly appended message (0: none).
+        first_id: u64,
+        /// Duplicates: (index in the frame, original id).
+        duplicates: Vec<(u32, u64)>,
+    },
+    /// Failed with a code.
+    Failed {
+        /// Stable code.
+        code: ErrorCode,
+        /// Explanation.
+        message: String,
+    },
+}
+
+/// Consecutive publish frames of one connection, to one channel with one
+/// ack mode, gathered into one writer request.
+#[derive(Debug)]
+pub struct Coalesced {
+    /// Target channel.
+    pub channel_id: u64,
+    /// Recorded author.
+    pub author: Author,
+    /// Acknowledgement mode of every frame.
+    pub ack: AckMode,
+    /// The frames' messages: `count` × (u32 length, checked body).
+    pub data: BytesMut,
+    /// Messages gathered.
+    pub count: u32,
+    /// Frames gathered.
+    pub frames: u32,
+    /// Sequence number of the first frame.
+    pub seq: u64,
 }
 
 /// What reading from the socket found.
@@ -101,6 +156,12 @@ pub struct Conn {
     pub subs: HashMap<u32, Sub>,
     /// Publish requests queued for the writer and not yet completed.
     pub inflight: usize,
+    /// Publish frames waiting for their answers, in frame order (binary).
+    pub acks: VecDeque<PendingAck>,
+    /// Sequence number of the first entry of `acks`.
+    pub ack_seq: u64,
+    /// Publish frames being gathered into one writer request.
+    pub coalesced: Option<Coalesced>,
     /// Set when a delivery stopped because the write buffer was full.
     pub deliveries_blocked: bool,
     /// Close once the write buffer is flushed; read nothing more.
@@ -146,6 +207,9 @@ impl Conn {
             access_cache: None,
             subs: HashMap::new(),
             inflight: 0,
+            acks: VecDeque::new(),
+            ack_seq: 0,
+            coalesced: None,
             deliveries_blocked: false,
             closing: false,
             stalled: None,

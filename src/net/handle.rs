@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::conn::{Phase, Sub};
+use super::conn::{Coalesced, PendingAck, Phase, Sub};
 use super::{ChannelSubs, IoThread};
 use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
 use crate::broker::{Access, Caller, Channel, ChannelKind};
@@ -33,9 +33,16 @@ fn bad(message: impl Into<String>) -> WireError {
 }
 
 impl IoThread {
-    /// Handles complete frames in the read buffer, up to the per-wake budget.
-    /// Returns true when the caller may read more from the socket.
+    /// Handles complete frames in the read buffer, up to the per-wake budget,
+    /// then hands the publish frames it gathered to the writer as one
+    /// request. Returns true when the caller may read more from the socket.
     pub(super) fn handle_frames(&mut self, index: usize) -> bool {
+        let more = self.handle_some_frames(index);
+        self.submit_coalesced(index);
+        more && !self.conns.get(index).is_some_and(|c| c.stalled.is_some())
+    }
+
+    fn handle_some_frames(&mut self, index: usize) -> bool {
         for _ in 0..limits::FRAMES_PER_WAKE_MAX {
             if self.paused(index) {
                 return false;
@@ -68,7 +75,9 @@ impl IoThread {
             }
             // Requests after outstanding publishes wait for their acks, so
             // responses leave in request order.
-            if header.opcode != Opcode::Publish as u8 && conn.inflight > 0 {
+            if header.opcode != Opcode::Publish as u8
+                && (conn.inflight > 0 || conn.coalesced.is_some())
+            {
                 return false;
             }
             let body_start = conn.rstart + wire::FRAME_HEADER_LEN;
@@ -451,6 +460,9 @@ impl IoThread {
         Ok(ch)
     }
 
+    /// Checks a publish frame and adds it to the connection's gathered
+    /// publishes (handing the gathered ones over first when this one cannot
+    /// join them).
     fn publish(
         &mut self,
         index: usize,
@@ -470,44 +482,84 @@ impl IoThread {
         self.access(index, &ch)?.check_publish()?;
         let author = self.caller(index)?.author();
         let ranges = wire::split_messages(region, count)?;
-        let mut data = BytesMut::from(region);
-        for (i, &(s, e)) in ranges.iter().enumerate() {
-            let body = &mut data[s..e];
-            let info = record::check_body(body).map_err(|e| match e {
-                RecordError::Malformed(why) => bad(format!("message {i}: {why}")),
-                other => bad(format!("message {i}: {other}")),
-            })?;
-            if ch.kind() == ChannelKind::SeparateRooms && info.room.is_none() {
-                return Err(WireError::new(
-                    ErrorCode::RoomRequired,
-                    format!("message {i}: channel {channel:?} has separate rooms; name a room"),
-                ));
-            }
-        }
-        let bytes = data.len();
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
-        let msg = WriterMsg::Publish(PublishReq {
+        let joins = conn.coalesced.as_ref().map_or(true, |c| {
+            c.channel_id == ch.id
+                && c.ack == ack
+                && c.author == author
+                && c.data.len() + region.len() <= limits::COALESCE_BYTES_MAX
+                && c.count + count <= limits::PUBLISH_BATCH_MAX
+        });
+        if !joins {
+            self.submit_coalesced(index);
+        }
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        let seq = conn.ack_seq + conn.acks.len() as u64;
+        let c = conn.coalesced.get_or_insert_with(|| Coalesced {
             channel_id: ch.id,
             author,
-            data: data.freeze(),
+            ack,
+            data: BytesMut::with_capacity(region.len().max(4096)),
+            count: 0,
+            frames: 0,
+            seq,
+        });
+        let base = c.data.len();
+        c.data.extend_from_slice(region);
+        if let Err(e) = check_bodies(&ch, channel, &mut c.data[base..], &ranges) {
+            c.data.truncate(base);
+            if c.frames == 0 {
+                conn.coalesced = None;
+            }
+            return Err(e);
+        }
+        c.count += count;
+        c.frames += 1;
+        conn.inflight += 1;
+        conn.acks.push_back(PendingAck {
+            request_id: id,
             count,
             ack,
+            outcome: None,
+        });
+        if conn.coalesced.is_some() && conn.stalled.is_some() {
+            return Ok(Next::Pause);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Hands the connection's gathered publish frames to the writer as one
+    /// request; when the append queue is full it waits as the stalled request.
+    pub(super) fn submit_coalesced(&mut self, index: usize) {
+        let thread = self.id;
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.stalled.is_some() {
+            return; // handed over once the stalled request is queued
+        }
+        let Some(c) = conn.coalesced.take() else {
+            return;
+        };
+        let bytes = c.data.len();
+        let msg = WriterMsg::Publish(PublishReq {
+            channel_id: c.channel_id,
+            author: c.author,
+            data: c.data.freeze(),
+            count: c.count,
+            frames: c.frames,
+            ack: c.ack,
             conn: ConnRef {
-                thread: self.id,
+                thread,
                 index,
                 generation: conn.generation,
             },
-            request_id: id,
+            seq: c.seq,
         });
-        conn.inflight += 1;
-        match self.broker.try_append(msg, bytes) {
-            Ok(()) => Ok(Next::Continue),
-            Err(back) => {
-                conn.stalled = Some(back);
-                conn.stalled_bytes = bytes;
-                self.push_again(index);
-                Ok(Next::Pause)
-            }
+        if let Err(back) = self.broker.try_append(msg, bytes) {
+            conn.stalled = Some(back);
+            conn.stalled_bytes = bytes;
+            self.push_again(index);
         }
     }
 
@@ -579,6 +631,28 @@ impl IoThread {
         self.pump(index, sub_id);
         Ok(())
     }
+}
+
+/// Checks (and normalises in place) the message bodies of one publish frame.
+fn check_bodies(
+    ch: &Channel,
+    channel: &str,
+    data: &mut [u8],
+    ranges: &[(usize, usize)],
+) -> Result<(), WireError> {
+    for (i, &(s, e)) in ranges.iter().enumerate() {
+        let info = record::check_body(&mut data[s..e]).map_err(|e| match e {
+            RecordError::Malformed(why) => bad(format!("message {i}: {why}")),
+            other => bad(format!("message {i}: {other}")),
+        })?;
+        if ch.kind() == ChannelKind::SeparateRooms && info.room.is_none() {
+            return Err(WireError::new(
+                ErrorCode::RoomRequired,
+                format!("message {i}: channel {channel:?} has separate rooms; name a room"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The room a request names, lower-cased; required on separate-rooms channels.

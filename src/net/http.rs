@@ -818,13 +818,14 @@ impl IoThread {
             author: caller.author(),
             data: BytesMut::from(&data[..]).freeze(),
             count: 1,
+            frames: 1,
             ack: AckMode::Durable,
             conn: ConnRef {
                 thread: self.id,
                 index,
                 generation: conn.generation,
             },
-            request_id: 0,
+            seq: 0,
         });
         conn.inflight += 1;
         conn.http_wait = Some(Box::new(HttpWait {

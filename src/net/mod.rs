@@ -6,6 +6,7 @@
 //! subscriber cursors into write buffers. Never parses bytes itself (that is
 //! `wire` and `storage::record`) and never writes files.
 
+mod acks;
 mod conn;
 mod handle;
 mod http;
@@ -20,7 +21,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::broker::writer::{Completion, ConnRef};
 use crate::broker::{Broker, Channel, IoLink};
 use crate::limits;
 use crate::storage::{Chunk, LogReader};
@@ -448,71 +448,6 @@ impl IoThread {
         if !self.again.is_empty() {
             // Give the writer a moment when its queue is what blocks us.
             std::thread::yield_now();
-        }
-    }
-
-    fn drain_completions(&mut self) {
-        while let Some(c) = self.link.completions.pop() {
-            let (conn_ref, frame) = match c {
-                Completion::Published {
-                    conn,
-                    request_id,
-                    ack,
-                    count,
-                    first_id,
-                    duplicates,
-                } => {
-                    let resp = (ack != wire::AckMode::None)
-                        .then_some((request_id, count, first_id, duplicates));
-                    (conn, Ok(resp))
-                }
-                Completion::Failed {
-                    conn,
-                    request_id,
-                    code,
-                    message,
-                } => (conn, Err((request_id, code, message))),
-            };
-            let ConnRef {
-                index, generation, ..
-            } = conn_ref;
-            let Some(conn) = self.conns.get_mut(index) else {
-                continue;
-            };
-            if conn.generation != generation {
-                continue;
-            }
-            conn.inflight = conn.inflight.saturating_sub(1);
-            if conn.kind == ConnKind::Http {
-                let outcome = match frame {
-                    Ok(Some((_, _, first_id, _))) => Ok(first_id),
-                    Ok(None) => Err(crate::http::ApiError::ServerError),
-                    Err((_, code, message)) => Err(http_publish_error(code, message)),
-                };
-                self.http_published(index, outcome);
-                continue;
-            }
-            match frame {
-                Ok(Some((request_id, count, first_id, duplicates))) => wire::encode_response(
-                    &mut conn.wbuf,
-                    request_id,
-                    &Response::PublishAck {
-                        count,
-                        first_id,
-                        duplicates,
-                    },
-                ),
-                Ok(None) => {}
-                Err((request_id, code, message)) => {
-                    wire::encode_error(&mut conn.wbuf, request_id, code, &message);
-                }
-            }
-            let resumes =
-                conn.inflight == 0 || conn.inflight + 1 == limits::CONNECTION_INFLIGHT_REQUESTS_MAX;
-            if resumes {
-                self.push_again(index);
-            }
-            self.mark_dirty(index);
         }
     }
 
