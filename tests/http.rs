@@ -763,7 +763,7 @@ fn history_pages_forwards_and_backwards_through_a_room_following_links() {
             .publish(
                 "talk",
                 &OutgoingMessage::json(&format!("{{\"i\":{i}}}")).room(room),
-                AckMode::Append,
+                AckMode::Durable,
             )
             .unwrap();
         if room == "a" {

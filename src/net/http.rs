@@ -215,8 +215,11 @@ fn channel_fields(body: &JsonMap, write: ChannelWrite) -> Result<Map<String, Val
     Ok(m)
 }
 
-/// The first record after `after` (in `room`): with `Some(viewer)` the
-/// first that viewer may see, with `None` the first whoever it is for.
+/// The first committed record after `after` (in `room`): with
+/// `Some(viewer)` the first that viewer may see, with `None` the first
+/// whoever it is for. The HTTP shim serves only committed records (stored
+/// under the durability policy): a legacy poller cannot be told that a crash
+/// took back a record it saw.
 fn first_after(
     reader: &LogReader,
     after: u64,
@@ -224,13 +227,14 @@ fn first_after(
     viewer: Option<Option<&[u8]>>,
 ) -> Option<Vec<u8>> {
     let mut found = None;
-    reader.page_as(
+    reader.page_upto(
         room,
         Some(after),
         None,
         Order::OldestFirst,
         1,
         viewer,
+        reader.committed_id(),
         &mut |raw| {
             found = Some(raw.to_vec());
             false
@@ -529,14 +533,14 @@ impl IoThread {
         let params = syncano::poll_params(req).map_err(fail)?;
         let room = Self::http_room(&ch, params.room.as_deref())?;
         let reader = ch.reader();
-        let head = reader.head_id();
-        let after = params.last_id.unwrap_or(head);
+        let committed = reader.committed_id();
+        let after = params.last_id.unwrap_or_else(|| reader.head_id());
         if let Some(raw) = first_after(reader, after, room.as_deref(), Some(caller.viewer())) {
             let (id, body) = poll_body(&raw).ok_or_else(|| fail(ApiError::ServerError))?;
             opts.last_id = Some(id);
             return Ok(Reply::Now(200, body));
         }
-        self.park(index, ch, head, after, room, caller)
+        self.park(index, ch, committed, after, room, caller)
     }
 
     fn park(
@@ -680,7 +684,7 @@ impl IoThread {
                 continue;
             }
             let reader = pc.channel.reader();
-            let head = reader.head_id();
+            let head = reader.committed_id();
             if head == pc.last_head {
                 continue;
             }
@@ -897,13 +901,15 @@ impl IoThread {
         let mut scratch: Vec<u8> = Vec::new();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut cut = false;
-        ch.reader().page_as(
+        let reader = ch.reader();
+        reader.page_upto(
             room.as_deref(),
             plan.after_id,
             plan.before_id,
             order,
             plan.limit as usize,
             Some(caller.viewer()),
+            reader.committed_id(),
             &mut |raw| {
                 if !spans.is_empty() && scratch.len() + raw.len() > limits::HTTP_HISTORY_BYTES_MAX {
                     cut = true;
@@ -948,10 +954,11 @@ impl IoThread {
             channel: ch.name(),
         };
         let viewer = caller.viewer();
-        let body = ch
-            .reader()
+        let reader = ch.reader();
+        let committed = reader.committed_id();
+        let body = reader
             .get(id, |raw| {
-                if !record::visible(raw, viewer) {
+                if id > committed || !record::visible(raw, viewer) {
                     return None;
                 }
                 let view = RecordView::parse_trusted(raw).ok()?;

@@ -42,7 +42,13 @@ impl std::fmt::Display for StorageError {
 impl std::error::Error for StorageError {}
 
 impl From<io::Error> for StorageError {
+    /// Out of space (`ENOSPC`, `EDQUOT`) anywhere is the clean, recoverable
+    /// [`StorageError::StorageFull`]; anything else is `Io`.
     fn from(e: io::Error) -> Self {
-        StorageError::Io(e)
+        if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+            StorageError::StorageFull
+        } else {
+            StorageError::Io(e)
+        }
     }
 }

@@ -69,6 +69,7 @@ struct PlanState {
     crash_at: Option<u64>,
     crashed: bool,
     disk_full: bool,
+    full_at: Option<u64>,
     fail_sync: bool,
     track: bool,
     /// Per file: writes since its last sync, as (offset, replaced bytes,
@@ -127,7 +128,15 @@ impl FaultPlan {
     /// Makes allocations, creations and writes past a file's end fail with
     /// `ENOSPC` (or work again).
     pub fn set_disk_full(&self, full: bool) {
-        self.lock().disk_full = full;
+        let mut s = self.lock();
+        s.disk_full = full;
+        s.full_at = None;
+    }
+
+    /// Fills the disk from operation number `op` on (see
+    /// [`set_disk_full`](Self::set_disk_full)).
+    pub fn disk_full_at(&self, op: u64) {
+        self.lock().full_at = Some(op);
     }
 
     /// Makes every data sync fail as a device error would (or work again).
@@ -190,6 +199,9 @@ impl FaultPlan {
         let mut s = self.lock();
         s.ops += 1;
         s.log.push((op, kind));
+        if s.full_at.is_some_and(|f| s.ops >= f) {
+            s.disk_full = true;
+        }
         if s.crashed || s.crash_at.is_some_and(|c| s.ops >= c) {
             s.crashed = true;
             return Err(injected("crashed"));
@@ -209,6 +221,9 @@ impl FaultPlan {
         let mut s = self.lock();
         s.ops += 1;
         s.log.push((OpKind::Write, file.kind));
+        if s.full_at.is_some_and(|f| s.ops >= f) {
+            s.disk_full = true;
+        }
         if s.crashed || s.crash_at.is_some_and(|c| s.ops >= c) {
             let torn = !s.crashed;
             s.crashed = true;

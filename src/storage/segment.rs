@@ -116,14 +116,9 @@ pub(crate) fn allocate_range(file: &File, off: u64, len: u64) -> io::Result<()> 
     }
 }
 
-/// Maps an I/O error of an allocation or creation: out of space is the
-/// clean, recoverable `StorageFull`.
+/// Maps an I/O error: out of space is the clean, recoverable `StorageFull`.
 pub(crate) fn space_error(e: io::Error) -> StorageError {
-    if sio::is_out_of_space(&e) {
-        StorageError::StorageFull
-    } else {
-        StorageError::Io(e)
-    }
+    StorageError::from(e)
 }
 
 impl Segment {

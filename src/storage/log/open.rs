@@ -387,7 +387,7 @@ fn recover_active(
     let on_file = sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?);
     let mut all: Vec<(Vec<u8>, u64, u64)> = on_file
         .iter()
-        .filter(|k| k.id >= first && k.id < scanned_from)
+        .filter(|k| k.id >= first && k.id < scanned_from && k.id <= s.seal.id)
         .map(|k| (k.key.clone(), k.id, k.created_at_us))
         .collect();
     all.extend(s.keys);
