@@ -376,16 +376,18 @@ fn a_corrupt_record_in_a_sealed_segment_is_never_served() {
     );
 }
 
-/// A log over four 64 KiB segments, closed cleanly or dropped, its files
-/// kept pristine, and where each record lies: (segment path, start, end, id).
-fn multi_segment_fixture(
-    clean: bool,
-) -> (
-    tempfile::TempDir,
-    Vec<(PathBuf, Vec<u8>)>,
-    Vec<(PathBuf, u64, u64, u64)>,
-    Vec<u8>,
-) {
+/// A log over several 64 KiB segments (closed cleanly or dropped): its
+/// directory, its pristine files, where each record lies and a checkpoint
+/// from early on.
+struct MultiFixture {
+    tmp: tempfile::TempDir,
+    pristine: Vec<(PathBuf, Vec<u8>)>,
+    /// (segment path, start, end, id) of every record.
+    spans: Vec<(PathBuf, u64, u64, u64)>,
+    stale_checkpoint: Vec<u8>,
+}
+
+fn multi_segment_fixture(clean: bool) -> MultiFixture {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let cfg = config(SEG, Durability::Batch);
@@ -435,13 +437,23 @@ fn multi_segment_fixture(
         .iter()
         .map(|p| (p.clone(), std::fs::read(p).unwrap()))
         .collect();
-    (tmp, pristine, spans, stale_checkpoint)
+    MultiFixture {
+        tmp,
+        pristine,
+        spans,
+        stale_checkpoint,
+    }
 }
 
 #[test]
 fn damage_at_random_places_of_active_and_sealed_segments_becomes_a_gap_never_a_stall() {
     for clean in [true, false] {
-        let (tmp, pristine, spans, stale) = multi_segment_fixture(clean);
+        let MultiFixture {
+            tmp,
+            pristine,
+            spans,
+            stale_checkpoint: stale,
+        } = multi_segment_fixture(clean);
         let dir = tmp.path();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for round in 0..60u64 {
