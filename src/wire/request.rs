@@ -15,8 +15,9 @@ use crate::wire::{AckMode, ErrorCode, FrameHeader, Opcode, Request, WireError, F
 /// [`split_messages`] and each body with `record::check_body`.
 ///
 /// # Errors
-/// `UnknownOpcode`, `BadRequest` (fields out of range, bad UTF-8, trailing
-/// bytes, limits exceeded, request id 0), with a message naming the field.
+/// `UnknownOpcode`; `MalformedFrame` for request id 0 (a framing error that
+/// ends the connection); `BadRequest` (fields out of range, bad UTF-8,
+/// trailing bytes, limits exceeded), with a message naming the field.
 pub fn decode_request<'a>(header: &FrameHeader, body: &'a [u8]) -> Result<Request<'a>, WireError> {
     let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
     let op = Opcode::from_u8(header.opcode)
@@ -28,7 +29,10 @@ pub fn decode_request<'a>(header: &FrameHeader, body: &'a [u8]) -> Result<Reques
             )
         })?;
     if header.request_id == 0 {
-        return Err(bad("request_id 0 is reserved for server pushes".into()));
+        return Err(WireError::new(
+            ErrorCode::MalformedFrame,
+            "request_id 0 is reserved for pushes and connection-level errors",
+        ));
     }
     if body.len() != header.body_len {
         return Err(bad("body length does not match the frame header".into()));

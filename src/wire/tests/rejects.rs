@@ -163,10 +163,14 @@ fn bad_requests_are_rejected_with_a_field_name() {
         request_id: 0,
         body_len: 0,
     };
-    assert!(decode_request(&h, &[])
-        .unwrap_err()
-        .message
-        .contains("request_id"));
+    let err = decode_request(&h, &[]).unwrap_err();
+    assert_eq!(
+        err.code,
+        ErrorCode::MalformedFrame,
+        "request id 0 is a framing error"
+    );
+    assert!(err.code.closes_connection());
+    assert!(err.message.contains("request_id"));
 }
 
 #[test]
