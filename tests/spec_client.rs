@@ -35,6 +35,7 @@ fn a_python_client_written_from_protocol_md_works_against_the_server() {
         "errors ok",
         "tenancy ok",
         "handshake rules ok",
+        "response order ok",
     ] {
         assert!(
             stdout.lines().any(|l| l == step),

@@ -40,8 +40,9 @@ impl IoThread {
             if conn.generation != generation {
                 continue;
             }
-            conn.inflight = conn.inflight.saturating_sub(1);
+            let was_full = conn.awaiting() >= limits::CONNECTION_INFLIGHT_REQUESTS_MAX;
             if conn.kind == ConnKind::Http {
+                conn.inflight = conn.inflight.saturating_sub(1);
                 let outcome = match frame {
                     Ok(Some((_, _, first_id, _))) => Ok(first_id),
                     Ok(None) => Err(crate::http::ApiError::ServerError),
@@ -65,8 +66,11 @@ impl IoThread {
                     wire::encode_error(&mut conn.wbuf, request_id, code, &message);
                 }
             }
-            let resumes =
-                conn.inflight == 0 || conn.inflight + 1 == limits::CONNECTION_INFLIGHT_REQUESTS_MAX;
+            conn.complete_one();
+            // Requests wait for every publish to be answered; reading waits
+            // while too many are in flight.
+            let resumes = conn.inflight == 0
+                || (was_full && conn.awaiting() < limits::CONNECTION_INFLIGHT_REQUESTS_MAX);
             if resumes {
                 self.push_again(index);
             }

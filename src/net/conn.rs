@@ -1,7 +1,7 @@
 //! One client connection: socket, bounded buffers, protocol state and its
 //! subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
@@ -101,6 +101,12 @@ pub struct Conn {
     pub subs: HashMap<u32, Sub>,
     /// Publish requests queued for the writer and not yet completed.
     pub inflight: usize,
+    /// Publish completions received so far (counts every one, ack or not).
+    pub completed: u64,
+    /// Error frames of publishes refused on the io thread while earlier
+    /// publishes were in flight: (value of `completed` at which to send,
+    /// frame). They leave after those publishes' answers, in request order.
+    pub deferred: VecDeque<(u64, Vec<u8>)>,
     /// Set when a delivery stopped because the write buffer was full.
     pub deliveries_blocked: bool,
     /// Close once the write buffer is flushed; read nothing more.
@@ -146,6 +152,8 @@ impl Conn {
             access_cache: None,
             subs: HashMap::new(),
             inflight: 0,
+            completed: 0,
+            deferred: VecDeque::new(),
             deliveries_blocked: false,
             closing: false,
             stalled: None,
@@ -156,6 +164,34 @@ impl Conn {
     /// Bytes waiting to be written.
     pub fn pending_out(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+
+    /// Requests waiting for the writer, or for it before their answer leaves.
+    pub fn awaiting(&self) -> usize {
+        self.inflight + self.deferred.len()
+    }
+
+    /// Answers `frame` in request order: now, or after the publishes in
+    /// flight have been answered.
+    pub fn answer_in_order(&mut self, frame: Vec<u8>) {
+        if self.inflight == 0 {
+            self.wbuf.extend_from_slice(&frame);
+        } else {
+            let at = self.completed + self.inflight as u64;
+            self.deferred.push_back((at, frame));
+        }
+    }
+
+    /// Counts one publish completion (its answer already written) and sends
+    /// the deferred answers that were waiting for it.
+    pub fn complete_one(&mut self) {
+        self.inflight = self.inflight.saturating_sub(1);
+        self.completed += 1;
+        while self.deferred.front().is_some_and(|d| d.0 <= self.completed) {
+            if let Some((_, frame)) = self.deferred.pop_front() {
+                self.wbuf.extend_from_slice(&frame);
+            }
+        }
     }
 
     /// True when the write buffer is over its high-water mark.

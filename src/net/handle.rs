@@ -125,14 +125,19 @@ impl IoThread {
         match outcome {
             Ok(next) => next,
             Err(e) => {
-                if let Some(conn) = self.conns.get_mut(index) {
-                    wire::encode_error(&mut conn.wbuf, id, e.code, &e.message);
-                }
+                let Some(conn) = self.conns.get_mut(index) else {
+                    return Next::Close;
+                };
                 if e.code.closes_connection() {
-                    Next::Close
-                } else {
-                    Next::Continue
+                    wire::encode_error(&mut conn.wbuf, id, e.code, &e.message);
+                    return Next::Close;
                 }
+                // A refused publish may follow publishes still with the
+                // writer: its error leaves after their answers.
+                let mut frame = Vec::new();
+                wire::encode_error(&mut frame, id, e.code, &e.message);
+                conn.answer_in_order(frame);
+                Next::Continue
             }
         }
     }

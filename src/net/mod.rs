@@ -365,7 +365,7 @@ impl IoThread {
         }
         // A full write buffer resumes on the writable event; too many
         // publishes in flight resume when their completions arrive.
-        conn.out_full() || conn.inflight >= limits::CONNECTION_INFLIGHT_REQUESTS_MAX
+        conn.out_full() || conn.awaiting() >= limits::CONNECTION_INFLIGHT_REQUESTS_MAX
     }
 
     fn on_writable(&mut self, index: usize) {

@@ -22,7 +22,7 @@ OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
 OP_CHANNEL, OP_ADMIN_RESULT, OP_DELIVER, OP_ERROR = 0xC0, 0xC2, 0xE0, 0xFF
 FLAG_ROOM = 1 << 3
 E_MALFORMED_FRAME, E_UNSUPPORTED_VERSION, E_HELLO_REQUIRED = 1, 3, 4
-E_BAD_REQUEST = 6
+E_BAD_REQUEST, E_CHANNEL_NOT_FOUND = 6, 20
 
 
 def s16(text):
@@ -124,6 +124,45 @@ def handshake_rules(addr, key):
     expect_error(c, E_MALFORMED_FRAME, 0)
     expect_closed(c)
     print("handshake rules ok")
+
+
+def publish_body(channel, ack, payloads, room=None, ctype=2):
+    """A Publish body: `payloads` as messages of content type `ctype`."""
+    msgs = b""
+    for p in payloads:
+        flags, fields = 0, b""
+        if room is not None:
+            flags, fields = FLAG_ROOM, bytes([len(room.encode())]) + room.encode()
+        body = struct.pack("<BBH", 0, ctype, flags) + fields + p
+        msgs += struct.pack("<I", len(body)) + body
+    return s16(channel) + struct.pack("<BI", ack, len(payloads)) + msgs
+
+
+def order_rules(addr, key):
+    """Connection lifecycle 6: responses come back in request order, even
+    when an early publish waits for a disk sync and later ones fail at once."""
+    c, _, _ = connect(addr, key)
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "ordered"}).encode()))
+    c.sock.sendall(
+        frame(OP_PUBLISH, 100, publish_body("ordered", 2, [b"durable"]))
+        + frame(OP_PUBLISH, 101, publish_body("missing", 1, [b"x"]))
+        + frame(OP_PUBLISH, 102, s16("ordered") + struct.pack("<BI", 1, 0))
+        + frame(OP_PUBLISH, 103, publish_body("ordered", 0, [b"no ack"]))
+        + frame(OP_PING, 104, b"last")
+    )
+    seen = []
+    while len(seen) < 4:
+        opcode, rid, body = c.read_frame()
+        if rid == 0:
+            continue
+        seen.append((rid, opcode, struct.unpack("<H", body[:2])[0] if opcode == OP_ERROR else None))
+    assert seen == [
+        (100, OP_PUBLISH_ACK, None),
+        (101, OP_ERROR, E_CHANNEL_NOT_FOUND),
+        (102, OP_ERROR, E_BAD_REQUEST),
+        (104, OP_PONG, None),
+    ], seen
+    print("response order ok")
 
 
 def records(buf, count):
@@ -242,6 +281,7 @@ def main(addr, key):
     print("errors ok")
     tenancy(addr, key)
     handshake_rules(addr, key)
+    order_rules(addr, key)
 
 
 if __name__ == "__main__":
