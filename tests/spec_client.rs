@@ -34,6 +34,8 @@ fn a_python_client_written_from_protocol_md_works_against_the_server() {
         "history ok",
         "errors ok",
         "tenancy ok",
+        "handshake rules ok",
+        "response order ok",
     ] {
         assert!(
             stdout.lines().any(|l| l == step),

@@ -73,6 +73,8 @@ pub enum AckOutcome {
         /// Explanation.
         message: String,
     },
+    /// An answer already encoded (a request refused on the io thread).
+    Encoded(Vec<u8>),
 }
 
 /// Consecutive publish frames of one connection, to one channel with one
@@ -220,6 +222,28 @@ impl Conn {
     /// Bytes waiting to be written.
     pub fn pending_out(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+
+    /// Publish frames waiting for their answers (binary), or HTTP publishes
+    /// waiting for the writer.
+    pub fn awaiting(&self) -> usize {
+        self.inflight
+    }
+
+    /// Answers a request refused on the io thread in request order: now, or
+    /// after the publish frames still waiting for their answers.
+    pub fn answer_in_order(&mut self, frame: Vec<u8>) {
+        if self.acks.is_empty() {
+            self.wbuf.extend_from_slice(&frame);
+        } else {
+            self.inflight += 1;
+            self.acks.push_back(PendingAck {
+                request_id: 0,
+                count: 0,
+                ack: AckMode::None,
+                outcome: Some(AckOutcome::Encoded(frame)),
+            });
+        }
     }
 
     /// True when the write buffer is over its high-water mark.

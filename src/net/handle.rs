@@ -127,21 +127,43 @@ impl IoThread {
         // The frame header was valid, so the stream stays in sync: a body
         // that does not parse fails this request only, unless its code is
         // one that ends the connection (protocol.md, "Error codes").
-        let outcome =
-            wire::decode_request(header, body).and_then(|r| self.dispatch(index, id, r, body));
+        let outcome = self
+            .check_hello_first(index, header)
+            .and_then(|()| wire::decode_request(header, body))
+            .and_then(|r| self.dispatch(index, id, r, body));
         match outcome {
             Ok(next) => next,
             Err(e) => {
-                if let Some(conn) = self.conns.get_mut(index) {
-                    wire::encode_error(&mut conn.wbuf, id, e.code, &e.message);
-                }
+                let Some(conn) = self.conns.get_mut(index) else {
+                    return Next::Close;
+                };
                 if e.code.closes_connection() {
-                    Next::Close
-                } else {
-                    Next::Continue
+                    wire::encode_error(&mut conn.wbuf, id, e.code, &e.message);
+                    return Next::Close;
                 }
+                // A refused publish may follow publishes still with the
+                // writer: its error leaves after their answers.
+                let mut frame = Vec::new();
+                wire::encode_error(&mut frame, id, e.code, &e.message);
+                conn.answer_in_order(frame);
+                Next::Continue
             }
         }
+    }
+
+    /// Until a `Hello` succeeds, a `Hello` is the only frame taken: any
+    /// other frame (known, unknown or malformed) is answered `HelloRequired`
+    /// and ends the connection. A request id 0 is a framing error whatever
+    /// the phase (`decode_request` answers it).
+    fn check_hello_first(&self, index: usize, header: &FrameHeader) -> Result<(), WireError> {
+        let phase = self.conns.get(index).map_or(Phase::Hello, |c| c.phase);
+        if phase == Phase::Hello && header.opcode != Opcode::Hello as u8 && header.request_id != 0 {
+            return Err(WireError::new(
+                ErrorCode::HelloRequired,
+                "the first frame must be Hello",
+            ));
+        }
+        Ok(())
     }
 
     fn dispatch(
@@ -153,11 +175,12 @@ impl IoThread {
     ) -> Result<Next, WireError> {
         let phase = self.conns.get(index).map_or(Phase::Hello, |c| c.phase);
         match (&request, phase) {
-            (Request::Hello { .. }, Phase::Hello) | (Request::Ping { .. }, _) => {}
-            (Request::Hello { .. }, _) => return Err(bad("Hello was already received")),
+            (Request::Hello { .. }, Phase::Hello) => {}
             (_, Phase::Hello) => {
                 return Err(WireError::new(ErrorCode::HelloRequired, "send Hello first"))
             }
+            (Request::Hello { .. }, _) => return Err(bad("Hello was already received")),
+            (Request::Ping { .. }, _) => {}
             (Request::Auth { .. }, Phase::Ready) => return Err(bad("already authenticated")),
             (Request::Auth { .. }, _) => {}
             (_, Phase::Auth) => return Err(self.unauthenticated(index)),

@@ -19,10 +19,18 @@
 //! The server (`net`, `broker`), the client and the bench share these types.
 
 mod codec;
+mod codes;
 #[doc(hidden)]
 pub mod fuzzing;
+mod reader;
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
 
 pub use codec::*;
+pub use request::*;
+pub use response::*;
 
 /// Bytes of the frame header (length prefix included).
 pub const FRAME_HEADER_LEN: usize = 12;

@@ -21,6 +21,8 @@ OP_HELLO_OK, OP_AUTH_OK, OP_PONG = 0x81, 0x82, 0x83
 OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
 OP_CHANNEL, OP_ADMIN_RESULT, OP_DELIVER, OP_ERROR = 0xC0, 0xC2, 0xE0, 0xFF
 FLAG_ROOM = 1 << 3
+E_MALFORMED_FRAME, E_UNSUPPORTED_VERSION, E_HELLO_REQUIRED = 1, 3, 4
+E_BAD_REQUEST, E_CHANNEL_NOT_FOUND = 6, 20
 
 
 def s16(text):
@@ -38,7 +40,7 @@ class Conn:
     def send(self, opcode, body):
         rid = self.next_id
         self.next_id += 1
-        self.sock.sendall(struct.pack("<IBBHI", 8 + len(body), opcode, 0, 0, rid) + body)
+        self.sock.sendall(frame(opcode, rid, body))
         return rid
 
     def read_exact(self, n):
@@ -69,6 +71,98 @@ class Conn:
                 code, n = struct.unpack("<HH", body[:4])
                 return opcode, {"code": code, "message": body[4 : 4 + n].decode()}
             return opcode, body
+
+
+def frame(opcode, rid, body=b""):
+    return struct.pack("<IBBHI", 8 + len(body), opcode, 0, 0, rid) + body
+
+
+def hello_body(vmin=1, vmax=1):
+    return struct.pack("<HH", vmin, vmax) + s16("spec-client.py")
+
+
+def expect_error(c, code, rid):
+    """The next frame is Error `code` for request `rid`; returns its message."""
+    opcode, got, body = c.read_frame()
+    assert opcode == OP_ERROR, (opcode, body)
+    got_code, n = struct.unpack("<HH", body[:4])
+    assert (got_code, got) == (code, rid), (got_code, got, body)
+    return body[4 : 4 + n].decode()
+
+
+def expect_closed(c):
+    """The server closed the connection (after what was read so far)."""
+    try:
+        assert c.sock.recv(1) == b"", "the connection is still open"
+    except ConnectionResetError:
+        pass
+
+
+def handshake_rules(addr, key):
+    """Connection lifecycle 2 and 3, Framing (request_id 0)."""
+    for opcode in (OP_PING, 0x7F, OP_AUTH):
+        c = Conn(addr)  # anything but Hello first: HelloRequired, its rid, close
+        c.sock.sendall(frame(opcode, 5, b"x"))
+        expect_error(c, E_HELLO_REQUIRED, 5)
+        expect_closed(c)
+    c = Conn(addr)  # no common version: UnsupportedVersion, the Hello's rid, close
+    c.sock.sendall(frame(OP_HELLO, 9, hello_body(2, 3)))
+    expect_error(c, E_UNSUPPORTED_VERSION, 9)
+    expect_closed(c)
+    c = Conn(addr)  # a malformed Hello may be corrected; a second Hello may not
+    c.sock.sendall(frame(OP_HELLO, 1, hello_body(2, 1)))
+    expect_error(c, E_BAD_REQUEST, 1)
+    c.next_id = 2
+    op, _ = c.reply(c.send(OP_HELLO, hello_body()))
+    assert op == OP_HELLO_OK
+    op, err = c.reply(c.send(OP_HELLO, hello_body()))
+    assert op == OP_ERROR and err["code"] == E_BAD_REQUEST, err
+    op, body = c.reply(c.send(OP_PING, b"p"))
+    assert op == OP_PONG and body == b"p", "Ping works before Auth"
+    c, _, _ = connect(addr, key)  # request_id 0: MalformedFrame on rid 0, close
+    c.sock.sendall(frame(OP_PING, 0, b"x"))
+    expect_error(c, E_MALFORMED_FRAME, 0)
+    expect_closed(c)
+    print("handshake rules ok")
+
+
+def publish_body(channel, ack, payloads, room=None, ctype=2):
+    """A Publish body: `payloads` as messages of content type `ctype`."""
+    msgs = b""
+    for p in payloads:
+        flags, fields = 0, b""
+        if room is not None:
+            flags, fields = FLAG_ROOM, bytes([len(room.encode())]) + room.encode()
+        body = struct.pack("<BBH", 0, ctype, flags) + fields + p
+        msgs += struct.pack("<I", len(body)) + body
+    return s16(channel) + struct.pack("<BI", ack, len(payloads)) + msgs
+
+
+def order_rules(addr, key):
+    """Connection lifecycle 6: responses come back in request order, even
+    when an early publish waits for a disk sync and later ones fail at once."""
+    c, _, _ = connect(addr, key)
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "ordered"}).encode()))
+    c.sock.sendall(
+        frame(OP_PUBLISH, 100, publish_body("ordered", 2, [b"durable"]))
+        + frame(OP_PUBLISH, 101, publish_body("missing", 1, [b"x"]))
+        + frame(OP_PUBLISH, 102, s16("ordered") + struct.pack("<BI", 1, 0))
+        + frame(OP_PUBLISH, 103, publish_body("ordered", 0, [b"no ack"]))
+        + frame(OP_PING, 104, b"last")
+    )
+    seen = []
+    while len(seen) < 4:
+        opcode, rid, body = c.read_frame()
+        if rid == 0:
+            continue
+        seen.append((rid, opcode, struct.unpack("<H", body[:2])[0] if opcode == OP_ERROR else None))
+    assert seen == [
+        (100, OP_PUBLISH_ACK, None),
+        (101, OP_ERROR, E_CHANNEL_NOT_FOUND),
+        (102, OP_ERROR, E_BAD_REQUEST),
+        (104, OP_PONG, None),
+    ], seen
+    print("response order ok")
 
 
 def records(buf, count):
@@ -186,6 +280,8 @@ def main(addr, key):
     assert op == OP_PONG and body == b"still"
     print("errors ok")
     tenancy(addr, key)
+    handshake_rules(addr, key)
+    order_rules(addr, key)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@
 //! frame's has gone.
 
 use super::conn::{AckOutcome, ConnKind};
-use super::{http_publish_error, IoThread};
+use super::IoThread;
 use crate::broker::writer::{Completion, ConnRef};
 use crate::limits;
-use crate::wire::{self, AckMode, Response};
+use crate::wire::{self, AckMode, ErrorCode, Response};
 
 impl IoThread {
     /// Takes every completion the writer and the commit thread queued for
@@ -129,6 +129,7 @@ impl IoThread {
                 Some(AckOutcome::Failed { code, message }) => {
                     wire::encode_error(&mut conn.wbuf, a.request_id, code, &message);
                 }
+                Some(AckOutcome::Encoded(frame)) => conn.wbuf.extend_from_slice(&frame),
                 _ => {}
             }
         }
@@ -142,5 +143,17 @@ impl IoThread {
             self.push_again(index);
         }
         self.mark_dirty(index);
+    }
+}
+
+/// What an HTTP publish's failure is answered with.
+fn http_publish_error(code: ErrorCode, message: String) -> crate::http::ApiError {
+    use crate::http::ApiError;
+    match code {
+        ErrorCode::ChannelNotFound => ApiError::NotFound,
+        ErrorCode::StorageFull | ErrorCode::StorageFailed | ErrorCode::ShuttingDown => {
+            ApiError::Unavailable(message)
+        }
+        _ => ApiError::ServerError,
     }
 }

@@ -1,0 +1,208 @@
+//! Fan-out and the server's side of subscriptions: moving new records into
+//! subscribers' write buffers, gap notices, and ending subscriptions when a
+//! channel is deleted or access is revoked.
+
+use super::{conn, IoThread};
+use crate::limits;
+use crate::storage::Chunk;
+use crate::wire::{self, ErrorCode, Response};
+
+impl IoThread {
+    /// Moves newly published records of every channel with subscribers on
+    /// this thread into their connections' write buffers.
+    pub(super) fn fan_out(&mut self) {
+        let mut work: Vec<(usize, u32)> = Vec::new();
+        let mut gone: Vec<u64> = Vec::new();
+        for (id, cs) in &mut self.channel_subs {
+            if cs.channel.is_deleted() {
+                gone.push(*id);
+                continue;
+            }
+            let head = cs.reader.head_id();
+            if head == cs.last_head {
+                continue;
+            }
+            cs.last_head = head;
+            for &(index, generation, sub_id) in &cs.members {
+                if self
+                    .conns
+                    .get(index)
+                    .is_some_and(|c| c.generation == generation)
+                {
+                    work.push((index, sub_id));
+                }
+            }
+        }
+        for id in gone {
+            self.close_channel_subs(id);
+        }
+        for (index, sub_id) in work {
+            self.pump(index, sub_id);
+            self.mark_dirty(index);
+        }
+        self.wake_parked();
+    }
+
+    pub(super) fn close_channel_subs(&mut self, channel_id: u64) {
+        let Some(cs) = self.channel_subs.remove(&channel_id) else {
+            return;
+        };
+        for m in self.channel_cache.values_mut() {
+            m.retain(|_, c| c.id != channel_id);
+        }
+        for (index, generation, sub_id) in cs.members {
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            if conn.generation != generation || conn.subs.remove(&sub_id).is_none() {
+                continue;
+            }
+            wire::encode_response(
+                &mut conn.wbuf,
+                0,
+                &Response::SubscriptionClosed {
+                    sub_id,
+                    code: ErrorCode::ChannelNotFound,
+                    message: "the channel was deleted",
+                },
+            );
+            self.mark_dirty(index);
+        }
+    }
+
+    /// Re-checks, once per move of the broker's access epoch, every
+    /// connection that holds subscriptions: a connection whose key is gone
+    /// loses its authentication and subscriptions; a subscription its caller
+    /// may no longer read ends with `SubscriptionClosed` (`PermissionDenied`).
+    /// Connections without subscriptions are re-checked at their next request.
+    pub(super) fn revalidate(&mut self) {
+        let epoch = self.broker.epoch();
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        self.revalidate_parked();
+        let indexes: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.subs.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        for index in indexes {
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            let fresh = conn.caller.as_ref().and_then(|c| self.broker.refresh(c));
+            conn.caller_epoch = epoch;
+            conn.access_cache = None;
+            let Some(caller) = fresh else {
+                self.revoke(index);
+                continue;
+            };
+            let denied: Vec<u32> = conn
+                .subs
+                .iter()
+                .filter(|(_, sub)| !self.broker.access(&caller, &sub.channel).read)
+                .map(|(&id, _)| id)
+                .collect();
+            conn.caller = Some(caller);
+            for sub_id in denied {
+                self.end_sub(
+                    index,
+                    sub_id,
+                    ErrorCode::PermissionDenied,
+                    "access to the channel was revoked",
+                );
+            }
+        }
+    }
+
+    /// Ends a connection's authentication after its key was revoked: every
+    /// subscription closes, and the next request fails with `AuthFailed`.
+    pub(crate) fn revoke(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        conn.caller = None;
+        conn.phase = conn::Phase::Auth;
+        conn.revoked = true;
+        conn.access_cache = None;
+        let ids: Vec<u32> = conn.subs.keys().copied().collect();
+        for sub_id in ids {
+            self.end_sub(
+                index,
+                sub_id,
+                ErrorCode::PermissionDenied,
+                "the key was revoked",
+            );
+        }
+    }
+
+    /// Ends one subscription from the server's side.
+    pub(super) fn end_sub(&mut self, index: usize, sub_id: u32, code: ErrorCode, message: &str) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(sub) = conn.subs.remove(&sub_id) else {
+            return;
+        };
+        let generation = conn.generation;
+        wire::encode_response(
+            &mut conn.wbuf,
+            0,
+            &Response::SubscriptionClosed {
+                sub_id,
+                code,
+                message,
+            },
+        );
+        self.forget_member(sub.channel.id, index, generation, sub_id);
+        self.mark_dirty(index);
+    }
+
+    /// Copies records from one subscription's cursor into its connection's
+    /// write buffer until it is up to date or the buffer is full.
+    pub(super) fn pump(&mut self, index: usize, sub_id: u32) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(sub) = conn.subs.get_mut(&sub_id) else {
+            return;
+        };
+        loop {
+            if conn.wbuf.len() - conn.wpos >= limits::CONNECTION_WRITE_BUFFER_HIGH {
+                conn.deliveries_blocked = true;
+                return;
+            }
+            let start = wire::begin_deliver(&mut conn.wbuf, sub_id);
+            let wbuf = &mut conn.wbuf;
+            let chunk = sub
+                .cursor
+                .read(limits::DELIVERY_CHUNK_BYTES_MAX, &mut |run| {
+                    wbuf.extend_from_slice(run)
+                });
+            match chunk {
+                Chunk::Records { records, .. } => wire::end_deliver(&mut conn.wbuf, start, records),
+                Chunk::UpToDate => {
+                    conn.wbuf.truncate(start);
+                    return;
+                }
+                Chunk::Gap {
+                    wanted_id,
+                    oldest_id,
+                } => {
+                    conn.wbuf.truncate(start);
+                    wire::encode_response(
+                        &mut conn.wbuf,
+                        0,
+                        &Response::Gap {
+                            sub_id,
+                            wanted_id,
+                            oldest_id,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
