@@ -25,6 +25,10 @@ pub(crate) struct SubArgs {
     /// Exit after this many messages (default: follow forever).
     #[arg(long, value_name = "N")]
     pub(crate) count: Option<u64>,
+    /// Only messages stored under the server's durability policy (under
+    /// `batch`: synced), never one a crash could take back.
+    #[arg(long)]
+    pub(crate) committed: bool,
 }
 
 pub(crate) fn subscribe(a: &SubArgs) -> Result<(), Failure> {
@@ -33,7 +37,11 @@ pub(crate) fn subscribe(a: &SubArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let mut c = connect(&a.conn)?;
-    let sub = c.subscribe(&a.channel, a.room.as_deref(), start)?;
+    let sub = if a.committed {
+        c.subscribe_committed(&a.channel, a.room.as_deref(), start)?
+    } else {
+        c.subscribe(&a.channel, a.room.as_deref(), start)?
+    };
     tracing::debug!(
         sub_id = sub.sub_id,
         next_id = sub.next_id,
@@ -62,6 +70,20 @@ pub(crate) fn subscribe(a: &SubArgs) -> Result<(), Failure> {
                 if a.conn.json {
                     let gap = json!({ "gap": { "sub_id": sub_id, "wanted_id": wanted_id, "oldest_id": oldest_id } });
                     writeln!(out, "{gap}")?;
+                }
+            }
+            Event::Truncated {
+                sub_id,
+                after_id,
+                kept_id,
+                next_id,
+            } => {
+                eprintln!(
+                    "truncated: a server crash took back the messages after #{kept_id} (this subscription resumed after #{after_id}); continuing at #{next_id}"
+                );
+                if a.conn.json {
+                    let t = json!({ "truncated": { "sub_id": sub_id, "after_id": after_id, "kept_id": kept_id, "next_id": next_id } });
+                    writeln!(out, "{t}")?;
                 }
             }
             Event::Closed { code, message, .. } => {

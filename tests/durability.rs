@@ -275,3 +275,105 @@ fn a_fresh_server_and_a_thousand_small_channels_take_disk_in_proportion_to_their
         "1,000 channels with one message each take {used} bytes (over 100 KiB each)"
     );
 }
+
+#[test]
+fn a_subscriber_resuming_after_an_id_a_power_cut_took_back_is_told_and_continues_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let server = start_with_plan(dir.path(), Durability::Batch, &plan);
+    let mut c = connect(&server.addr);
+    c.channel_create(&json!({"name": "feed"})).unwrap();
+    let kept = c
+        .publish("feed", &OutgoingMessage::new(b"synced"), AckMode::Durable)
+        .unwrap();
+    // Syncs fail from now on: what follows is seen by subscribers, never
+    // committed, and lost by the power cut.
+    plan.set_sync_failure(true);
+    let mut sub = connect(&server.addr);
+    sub.subscribe("feed", None, Start::AfterId(kept)).unwrap();
+    let seen = c
+        .publish("feed", &OutgoingMessage::new(b"lost"), AckMode::Append)
+        .unwrap();
+    match sub.next_event(Some(Duration::from_secs(10))).unwrap() {
+        Some(Event::Message { message, .. }) => assert_eq!(message.id, seen),
+        other => panic!("expected the appended message, got {other:?}"),
+    }
+    drop(sub);
+    power_cut(server, &plan);
+    let server = TestServer::start(dir.path());
+    let mut c = connect(&server.addr);
+    let mut sub = connect(&server.addr);
+    let info = sub.subscribe("feed", None, Start::AfterId(seen)).unwrap();
+    let next = match sub.next_event(Some(Duration::from_secs(10))).unwrap() {
+        Some(Event::Truncated {
+            after_id,
+            kept_id,
+            next_id,
+            ..
+        }) => {
+            assert_eq!((after_id, kept_id), (seen, kept));
+            assert!(
+                next_id > seen,
+                "the id the subscriber saw is never given again"
+            );
+            next_id
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    };
+    assert_eq!(info.next_id, next);
+    let id = c
+        .publish("feed", &OutgoingMessage::new(b"after"), AckMode::Durable)
+        .unwrap();
+    assert_eq!(id, next);
+    match sub.next_event(Some(Duration::from_secs(10))).unwrap() {
+        Some(Event::Message { message, .. }) => {
+            assert_eq!((message.id, &message.payload[..]), (id, &b"after"[..]))
+        }
+        other => panic!("expected the new message, got {other:?}"),
+    }
+    assert_eq!(stored_ids(&mut c, "feed"), vec![kept, id]);
+}
+
+#[test]
+fn a_committed_subscription_sees_a_message_only_once_a_sync_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.log.faults = Faults(Some(plan.clone()));
+    });
+    let mut c = connect(&server.addr);
+    c.channel_create(&json!({"name": "ledger"})).unwrap();
+    let mut committed = connect(&server.addr);
+    committed
+        .subscribe_committed("ledger", None, Start::New)
+        .unwrap();
+    let first = c
+        .publish("ledger", &OutgoingMessage::new(b"one"), AckMode::Durable)
+        .unwrap();
+    match committed.next_event(Some(Duration::from_secs(10))).unwrap() {
+        Some(Event::Message { message, .. }) => assert_eq!(message.id, first),
+        other => panic!("expected the committed message, got {other:?}"),
+    }
+    plan.set_sync_failure(true);
+    let mut appended = connect(&server.addr);
+    appended
+        .subscribe("ledger", None, Start::AfterId(first))
+        .unwrap();
+    let second = c
+        .publish("ledger", &OutgoingMessage::new(b"two"), AckMode::Append)
+        .unwrap();
+    match appended.next_event(Some(Duration::from_secs(10))).unwrap() {
+        Some(Event::Message { message, .. }) => assert_eq!(message.id, second),
+        other => panic!("expected the appended message, got {other:?}"),
+    }
+    // A durable publish fails: the sync failed, nothing after it is committed.
+    let e = c.publish("ledger", &OutgoingMessage::new(b"three"), AckMode::Durable);
+    assert!(e.is_err(), "{e:?}");
+    assert_eq!(
+        committed
+            .next_event(Some(Duration::from_millis(300)))
+            .unwrap(),
+        None,
+        "the committed subscription never sees an uncommitted message"
+    );
+}

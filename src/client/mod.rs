@@ -187,6 +187,19 @@ pub enum Event {
         /// The oldest available id.
         oldest_id: u64,
     },
+    /// The subscription resumed after an id a crash took back: records
+    /// after `kept_id` that were seen before the crash are gone (no record
+    /// will ever have their ids); delivery continues at `next_id`.
+    Truncated {
+        /// The subscription.
+        sub_id: u32,
+        /// The id the subscription resumed after.
+        after_id: u64,
+        /// The last id that survived the crash.
+        kept_id: u64,
+        /// Where delivery continues.
+        next_id: u64,
+    },
     /// The server ended the subscription; nothing more follows for it.
     Closed {
         /// The subscription.
@@ -204,6 +217,7 @@ impl Event {
         match self {
             Event::Message { sub_id, .. }
             | Event::Gap { sub_id, .. }
+            | Event::Truncated { sub_id, .. }
             | Event::Closed { sub_id, .. } => *sub_id,
         }
     }
@@ -222,6 +236,18 @@ pub enum RawNext {
         wanted_id: u64,
         /// The oldest available id.
         oldest_id: u64,
+    },
+    /// A crash took back the position the subscription resumed after (see
+    /// [`Event::Truncated`]).
+    Truncated {
+        /// The subscription.
+        sub_id: u32,
+        /// The id the subscription resumed after.
+        after_id: u64,
+        /// The last id that survived the crash.
+        kept_id: u64,
+        /// Where delivery continues.
+        next_id: u64,
     },
     /// The server ended the subscription; nothing more follows for it.
     Closed {
@@ -247,6 +273,17 @@ impl RawNext {
                 sub_id,
                 wanted_id,
                 oldest_id,
+            }),
+            Event::Truncated {
+                sub_id,
+                after_id,
+                kept_id,
+                next_id,
+            } => Some(RawNext::Truncated {
+                sub_id,
+                after_id,
+                kept_id,
+                next_id,
             }),
             Event::Closed {
                 sub_id,
@@ -710,6 +747,17 @@ impl Client {
                 wanted_id,
                 oldest_id,
             })),
+            Response::Truncated {
+                sub_id,
+                after_id,
+                kept_id,
+                next_id,
+            } => self.pushes.push_back(Push::Event(Event::Truncated {
+                sub_id,
+                after_id,
+                kept_id,
+                next_id,
+            })),
             Response::SubscriptionClosed {
                 sub_id,
                 code,
@@ -1034,6 +1082,31 @@ impl Client {
         room: Option<&str>,
         start: Start,
     ) -> Result<SubscriptionInfo> {
+        self.subscribe_with(channel, room, start, false)
+    }
+
+    /// Starts a subscription that sees only committed records: those stored
+    /// under the server's durability policy (under `batch`, after their
+    /// sync), so never one a crash could take back.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`].
+    pub fn subscribe_committed(
+        &mut self,
+        channel: &str,
+        room: Option<&str>,
+        start: Start,
+    ) -> Result<SubscriptionInfo> {
+        self.subscribe_with(channel, room, start, true)
+    }
+
+    fn subscribe_with(
+        &mut self,
+        channel: &str,
+        room: Option<&str>,
+        start: Start,
+        committed: bool,
+    ) -> Result<SubscriptionInfo> {
         check_name(channel, limits::CHANNEL_NAME_LEN_MAX, "channel name")?;
         let room = check_room(room)?;
         let sub_id = self.next_sub_id;
@@ -1043,6 +1116,7 @@ impl Client {
             channel,
             room,
             start,
+            committed,
         });
         self.await_reply(rid, |r| match r {
             Response::Subscribed {

@@ -40,6 +40,8 @@ pub struct Sub {
     pub channel: Arc<Channel>,
     /// Its position in the channel's log.
     pub cursor: Cursor,
+    /// Deliver only committed records (stored under the durability policy).
+    pub committed: bool,
 }
 
 /// A publish frame of a binary connection waiting for its answer; answers

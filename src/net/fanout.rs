@@ -19,10 +19,12 @@ impl IoThread {
                 continue;
             }
             let head = cs.reader.head_id();
-            if head == cs.last_head {
+            let committed = cs.reader.committed_id();
+            if head == cs.last_head && committed == cs.last_committed {
                 continue;
             }
             cs.last_head = head;
+            cs.last_committed = committed;
             for &(index, generation, sub_id) in &cs.members {
                 if self
                     .conns
@@ -174,13 +176,18 @@ impl IoThread {
                 conn.deliveries_blocked = true;
                 return;
             }
+            let limit_id = if sub.committed {
+                sub.channel.reader().committed_id()
+            } else {
+                u64::MAX
+            };
             let start = wire::begin_deliver(&mut conn.wbuf, sub_id);
             let wbuf = &mut conn.wbuf;
-            let chunk = sub
-                .cursor
-                .read(limits::DELIVERY_CHUNK_BYTES_MAX, &mut |run| {
-                    wbuf.extend_from_slice(run)
-                });
+            let chunk =
+                sub.cursor
+                    .read_upto(limits::DELIVERY_CHUNK_BYTES_MAX, limit_id, &mut |run| {
+                        wbuf.extend_from_slice(run)
+                    });
             match chunk {
                 Chunk::Records { records, .. } => wire::end_deliver(&mut conn.wbuf, start, records),
                 Chunk::UpToDate => {

@@ -10,7 +10,7 @@ use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
 use crate::broker::{Access, Caller, Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
-use crate::storage::Order;
+use crate::storage::{Order, Position};
 use crate::wire::{
     self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError, PROTOCOL_VERSION,
 };
@@ -253,7 +253,8 @@ impl IoThread {
                 channel,
                 room,
                 start,
-            } => self.subscribe(index, id, sub_id, channel, room, start)?,
+                committed,
+            } => self.subscribe(index, id, sub_id, channel, room, (start, committed))?,
             Request::Unsubscribe { sub_id } => {
                 let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
                 let generation = conn.generation;
@@ -593,7 +594,7 @@ impl IoThread {
         sub_id: u32,
         channel: &str,
         room: &str,
-        start: Start,
+        (start, committed): (Start, bool),
     ) -> Result<(), WireError> {
         let ch = self.lookup(index, channel)?;
         self.access(index, &ch)?.check_read()?;
@@ -614,15 +615,22 @@ impl IoThread {
         }
         let reader = ch.reader().clone();
         let head_id = reader.head_id();
-        let after = match start {
-            Start::New => head_id,
-            Start::AfterId(n) => n,
-            Start::Earliest => reader.oldest_id().saturating_sub(1),
-            Start::AtTime(t) => reader.first_id_at_or_after(t).saturating_sub(1),
+        let (after, not_before) = match start {
+            Start::New => (head_id, 0),
+            Start::AfterId(n) => (n, 0),
+            Start::Earliest => (reader.oldest_id().saturating_sub(1), 0),
+            // A time no record has reached yet starts after the head, and
+            // records created before it are never delivered.
+            Start::AtTime(t) => (reader.first_id_at_or_after(t).saturating_sub(1), t),
+        };
+        let taken_back = match (start, reader.position(after)) {
+            (Start::AfterId(_), Position::TakenBack(hole)) => Some(hole),
+            _ => None,
         };
         let cursor = reader
             .cursor(after, room.as_deref())
-            .viewing_as(viewer.as_deref());
+            .viewing_as(viewer.as_deref())
+            .not_before(not_before);
         let next_id = cursor.next_id();
         let generation = conn.generation;
         conn.subs.insert(
@@ -630,6 +638,7 @@ impl IoThread {
             Sub {
                 channel: ch.clone(),
                 cursor,
+                committed,
             },
         );
         wire::encode_response(
@@ -641,12 +650,26 @@ impl IoThread {
                 head_id,
             },
         );
+        if let Some(hole) = taken_back {
+            wire::encode_response(
+                &mut conn.wbuf,
+                0,
+                &Response::Truncated {
+                    sub_id,
+                    after_id: after,
+                    kept_id: hole.kept_id,
+                    next_id: hole.next_id,
+                },
+            );
+        }
+        let committed_id = reader.committed_id();
         self.channel_subs
             .entry(ch.id)
             .or_insert_with(|| ChannelSubs {
                 channel: ch.clone(),
                 reader,
                 last_head: head_id,
+                last_committed: committed_id,
                 members: Vec::new(),
             })
             .members

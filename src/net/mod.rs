@@ -40,6 +40,7 @@ struct ChannelSubs {
     channel: Arc<Channel>,
     reader: LogReader,
     last_head: u64,
+    last_committed: u64,
     /// (slab index, generation, subscription id).
     members: Vec<(usize, u64, u32)>,
 }

@@ -18,7 +18,7 @@ impl Opcode {
     pub fn is_push(self) -> bool {
         matches!(
             self,
-            Opcode::Deliver | Opcode::Gap | Opcode::SubscriptionClosed
+            Opcode::Deliver | Opcode::Gap | Opcode::SubscriptionClosed | Opcode::Truncated
         )
     }
 
@@ -53,6 +53,7 @@ impl Opcode {
         Opcode::Deliver,
         Opcode::Gap,
         Opcode::SubscriptionClosed,
+        Opcode::Truncated,
         Opcode::Error,
     ];
 }

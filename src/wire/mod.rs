@@ -102,6 +102,8 @@ pub enum Opcode {
     Gap = 0xE1,
     /// Server push: the server ended a subscription (e.g. channel deleted).
     SubscriptionClosed = 0xE2,
+    /// Server push: a crash took back the position a subscription resumed after.
+    Truncated = 0xE3,
     /// Server: a request failed (request_id echoed), or the connection is
     /// about to be closed (request_id 0).
     Error = 0xFF,
@@ -287,6 +289,9 @@ pub enum Request<'a> {
         room: &'a str,
         /// Where to start.
         start: Start,
+        /// Deliver only committed records (stored under the durability
+        /// policy), never one a crash could take back.
+        committed: bool,
     },
     /// End a subscription.
     Unsubscribe {
@@ -444,6 +449,18 @@ pub enum Response<'a> {
         wanted_id: u64,
         /// The oldest available id; delivery continues there.
         oldest_id: u64,
+    },
+    /// The position a subscription resumed after was taken back by a crash.
+    Truncated {
+        /// The subscription.
+        sub_id: u32,
+        /// The id the subscription asked to resume after.
+        after_id: u64,
+        /// The last id that survived; records after it that the client saw
+        /// are gone.
+        kept_id: u64,
+        /// Where delivery continues.
+        next_id: u64,
     },
     /// The server ended a subscription.
     SubscriptionClosed {

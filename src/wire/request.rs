@@ -7,6 +7,9 @@ use crate::limits;
 use crate::storage::record;
 use crate::wire::{AckMode, ErrorCode, FrameHeader, Opcode, Request, WireError, FRAME_HEADER_LEN};
 
+/// `Subscribe` option bit: deliver only committed records.
+pub const SUBSCRIBE_COMMITTED: u8 = 0x01;
+
 /// Decodes a client request from its header and body.
 ///
 /// A `Publish` is checked up to its messages region (channel, ack mode,
@@ -69,6 +72,15 @@ pub fn decode_request<'a>(header: &FrameHeader, body: &'a [u8]) -> Result<Reques
                 let kind = r.u8("start_kind")?;
                 let value = r.u64("start_value")?;
                 start_from_parts(kind, value).ok_or_else(|| bad(format!("start_kind {kind}")))?
+            },
+            // `options` is optional: a body may end after `start_value`.
+            committed: match r.remaining() {
+                0 => false,
+                _ => match r.u8("options")? {
+                    0 => false,
+                    SUBSCRIBE_COMMITTED => true,
+                    other => return Err(bad(format!("options {other:#04x}: unknown bits"))),
+                },
             },
         },
         Opcode::Unsubscribe => Request::Unsubscribe {
@@ -235,6 +247,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u32, request: &Request<'_>)
             channel,
             room,
             start,
+            committed,
         } => {
             put_u32(out, *sub_id);
             put_str(out, channel);
@@ -242,6 +255,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u32, request: &Request<'_>)
             let (kind, value) = start_parts(*start);
             out.push(kind);
             put_u64(out, value);
+            out.push(if *committed { SUBSCRIBE_COMMITTED } else { 0 });
         }
         Request::Unsubscribe { sub_id } => put_u32(out, *sub_id),
         Request::History {

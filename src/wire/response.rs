@@ -94,6 +94,17 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u32, response: &Response<'
             put_u64(out, *wanted_id);
             put_u64(out, *oldest_id);
         }
+        Response::Truncated {
+            sub_id,
+            after_id,
+            kept_id,
+            next_id,
+        } => {
+            put_u32(out, *sub_id);
+            put_u64(out, *after_id);
+            put_u64(out, *kept_id);
+            put_u64(out, *next_id);
+        }
         Response::SubscriptionClosed {
             sub_id,
             code,
@@ -127,6 +138,7 @@ fn response_opcode(response: &Response<'_>) -> Opcode {
         Response::AdminResult { .. } => Opcode::AdminResult,
         Response::Deliver { .. } => Opcode::Deliver,
         Response::Gap { .. } => Opcode::Gap,
+        Response::Truncated { .. } => Opcode::Truncated,
         Response::SubscriptionClosed { .. } => Opcode::SubscriptionClosed,
         Response::Error { .. } => Opcode::Error,
     }
@@ -243,6 +255,21 @@ pub fn decode_response<'a>(
                 sub_id,
                 wanted_id,
                 oldest_id,
+            }
+        }
+        Opcode::Truncated => {
+            let sub_id = r.u32("sub_id")?;
+            let after_id = r.u64("after_id")?;
+            let kept_id = r.u64("kept_id")?;
+            let next_id = r.u64("next_id")?;
+            if !(kept_id < after_id && after_id < next_id) {
+                return Err(bad("truncated ids out of order".into()));
+            }
+            Response::Truncated {
+                sub_id,
+                after_id,
+                kept_id,
+                next_id,
             }
         }
         Opcode::SubscriptionClosed => Response::SubscriptionClosed {

@@ -64,24 +64,28 @@ fn every_request() -> Vec<Request<'static>> {
             channel: "news",
             room: "lobby",
             start: Start::AfterId(41),
+            committed: true,
         },
         Request::Subscribe {
             sub_id: 0,
             channel: "news",
             room: "",
             start: Start::New,
+            committed: false,
         },
         Request::Subscribe {
             sub_id: u32::MAX,
             channel: "n",
             room: "",
             start: Start::Earliest,
+            committed: false,
         },
         Request::Subscribe {
             sub_id: 1,
             channel: "n",
             room: "",
             start: Start::AtTime(1_700_000_000_000_000),
+            committed: false,
         },
         Request::Unsubscribe { sub_id: 9 },
         Request::History {

@@ -425,7 +425,7 @@ proptest! {
     ) {
         let start = start_from_parts(kind, value).unwrap();
         let reqs = [
-            Request::Subscribe { sub_id, channel: &channel, room: &room, start },
+            Request::Subscribe { sub_id, channel: &channel, room: &room, start, committed: newest_first },
             Request::History { channel: &channel, room: &room, newest_first, after_id, before_id, limit },
             Request::Fetch { channel: &channel, id: value },
         ];
