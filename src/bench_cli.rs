@@ -32,9 +32,11 @@ pub(crate) struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value = "fanout")]
     mode: BenchMode,
-    /// Server address (ignored with --embedded).
-    #[arg(long, env = "TIDEWIRE_SERVER", default_value = config::LISTEN_DEFAULT, value_name = "ADDR")]
-    server: String,
+    /// A running server to measure. Without it (and without --embedded) the
+    /// bench starts its own server as a separate process, with the server's
+    /// defaults.
+    #[arg(long, env = "TIDEWIRE_SERVER", value_name = "ADDR")]
+    server: Option<String>,
     /// Admin key (ignored with --embedded).
     #[arg(
         long,
@@ -47,12 +49,14 @@ pub(crate) struct BenchArgs {
     /// Start a server in this process on a temporary directory.
     #[arg(long)]
     embedded: bool,
-    /// Durability of the embedded server: none, batch or interval:MS.
-    #[arg(long, default_value = "batch", value_name = "POLICY")]
-    durability: String,
-    /// io threads of the embedded server.
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    io_threads: usize,
+    /// Durability of the server the bench starts: none, batch or
+    /// interval:MS (default: the server's default, batch).
+    #[arg(long, value_name = "POLICY")]
+    durability: Option<String>,
+    /// io threads of the server the bench starts (default: the server's
+    /// default, one per core).
+    #[arg(long, value_name = "N")]
+    io_threads: Option<usize>,
     /// Publisher connections.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pubs: usize,
@@ -71,8 +75,9 @@ pub(crate) struct BenchArgs {
     /// Messages to publish in all.
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     count: u64,
-    /// Messages per publish frame.
-    #[arg(long, default_value_t = 64, value_name = "K")]
+    /// Messages per publish frame (one, as clients of other brokers send
+    /// one message per publish).
+    #[arg(long, default_value_t = 1, value_name = "K")]
     batch: usize,
     /// Publish rate of the `lat` mode, messages per second.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
@@ -95,8 +100,9 @@ pub(crate) struct BenchArgs {
     /// HTTP shim address (HTTP modes, without --embedded or --spawn).
     #[arg(long, default_value = config::HTTP_LISTEN_DEFAULT, value_name = "ADDR")]
     http: String,
-    /// Start the server as a separate process on a temporary directory
-    /// (HTTP modes read its resident memory).
+    /// Start the server as a separate process on a temporary directory (the
+    /// default without --server and --embedded; HTTP modes read its
+    /// resident memory).
     #[arg(long)]
     spawn: bool,
     /// The server's process id, to read its resident memory (HTTP modes).
@@ -114,12 +120,16 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) fn bench(a: BenchArgs) -> Result<(), Failure> {
-    if !a.embedded && !a.spawn && a.key.is_empty() {
-        return Err(usage(
-            "bench needs --key (or TIDEWIRE_KEY) unless --embedded or --spawn",
-        ));
+    let spawn = a.spawn || (a.server.is_none() && !a.embedded);
+    if !a.embedded && !spawn && a.key.is_empty() {
+        return Err(usage("bench needs --key (or TIDEWIRE_KEY) with --server"));
     }
-    let durability = config::parse_durability(&a.durability).map_err(usage)?;
+    let durability = a
+        .durability
+        .as_deref()
+        .map(config::parse_durability)
+        .transpose()
+        .map_err(usage)?;
     let cfg = tidewire::bench::BenchConfig {
         mode: match a.mode {
             BenchMode::Pub => tidewire::bench::Mode::Pub,
@@ -131,7 +141,9 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), Failure> {
             BenchMode::HttpStatic => tidewire::bench::Mode::HttpStatic,
             BenchMode::Idle => tidewire::bench::Mode::Idle,
         },
-        server: a.server,
+        server: a
+            .server
+            .unwrap_or_else(|| config::LISTEN_DEFAULT.to_string()),
         key: a.key,
         embedded: a.embedded,
         durability,
@@ -154,7 +166,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), Failure> {
         max_secs: a.max_secs,
         json: a.json,
         http: a.http,
-        spawn: a.spawn,
+        spawn,
         server_pid: a.server_pid,
         polls: a.polls,
         rounds: a.rounds,

@@ -661,3 +661,36 @@ fn room_indexes_come_back_from_sidecars_or_a_walk_after_reopen() {
     while let Chunk::Records { .. } = c.read(1 << 16, &mut |run| got.extend(split_run(run))) {}
     assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), lobby);
 }
+
+#[test]
+fn a_crash_after_the_log_went_idle_leaves_no_hole_in_the_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let cfg = config(SEG, Durability::Batch);
+    let (mut log, _) = open(dir.path(), &cfg, &clock);
+    for i in 1..=5u64 {
+        log.append(Author::None, &body(None, None, &payload_for(i, 10)))
+            .unwrap();
+        log.commit().unwrap();
+    }
+    assert!(!log.release_unused_ids().unwrap(), "not idle yet");
+    drop(log);
+    // A crash while busy: the log continues above its reservation.
+    let (mut log, report) = open(dir.path(), &cfg, &clock);
+    let hole = report.hole.expect("a crash while busy leaves a hole");
+    assert_eq!(hole.kept_id, 5);
+    let next = report.next_id;
+    log.append(Author::None, &body(None, None, b"x")).unwrap();
+    log.commit().unwrap();
+    clock.advance_us(tidewire::limits::LOG_IDLE_CLOSE_US);
+    assert!(
+        log.release_unused_ids().unwrap(),
+        "idle: unused ids given back"
+    );
+    drop(log);
+    // A crash while idle: no hole, ids continue right after the last one.
+    let (log, report) = open(dir.path(), &cfg, &clock);
+    assert_eq!(report.hole, None);
+    assert_eq!(report.next_id, next + 1);
+    assert_eq!(read_all(&log).len(), 6);
+}

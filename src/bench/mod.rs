@@ -66,10 +66,12 @@ pub struct BenchConfig {
     pub key: String,
     /// Start a server in-process on a temporary directory.
     pub embedded: bool,
-    /// Durability of the embedded server.
-    pub durability: Durability,
-    /// io threads of the embedded server.
-    pub io_threads: usize,
+    /// Durability of the server the bench starts (`None`: the server's
+    /// default, `batch`).
+    pub durability: Option<Durability>,
+    /// io threads of the server the bench starts (`None`: the server's
+    /// default, one per core).
+    pub io_threads: Option<usize>,
     /// Publisher connections.
     pub pubs: usize,
     /// Subscriber connections.
@@ -123,22 +125,25 @@ impl Spawned {
     fn start(cfg: &BenchConfig, key: &str) -> Result<Spawned, BenchError> {
         use std::io::BufRead;
         let dir = std::env::temp_dir().join(format!("tidewire-bench-srv-{}", std::process::id()));
-        let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--io-threads")
-            .arg(cfg.io_threads.max(1).to_string())
-            .arg("--durability")
-            .arg(match cfg.durability {
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ]);
+        if let Some(n) = cfg.io_threads {
+            cmd.arg("--io-threads").arg(n.max(1).to_string());
+        }
+        if let Some(d) = cfg.durability {
+            cmd.arg("--durability").arg(match d {
                 Durability::None => "none".to_string(),
                 Durability::Batch => "batch".to_string(),
                 Durability::Interval { ms } => format!("interval:{ms}"),
-            })
+            });
+        }
+        let mut child = cmd
             .arg("--data-dir")
             .arg(&dir)
             .env("TIDEWIRE_ADMIN_KEY", key)
@@ -311,9 +316,13 @@ pub fn run(cfg: &BenchConfig) -> Result<Value, BenchError> {
         let key = crate::broker::generate_key()?;
         let mut sc = ServerConfig::new(&dir);
         sc.listen = "127.0.0.1:0".parse()?;
-        sc.io_threads = cfg.io_threads.max(1);
+        if let Some(n) = cfg.io_threads {
+            sc.io_threads = n.max(1);
+        }
         sc.admin_key = Some(key.clone());
-        sc.log.durability = cfg.durability;
+        if let Some(d) = cfg.durability {
+            sc.log.durability = d;
+        }
         sc.log.segment_size = 1 << 30;
         if cfg.mode.is_http() {
             sc.http_listen = Some("127.0.0.1:0".parse()?);
@@ -725,12 +734,17 @@ fn run_ack(
     let t0 = Instant::now();
     let (mut sent, mut acked) = (0u64, 0u64);
     while sent < cfg.count && Instant::now() < deadline {
-        let k = usize::try_from((cfg.count - sent).min(batch as u64)).unwrap_or(batch);
-        c.send_publish_bodies(channel, &bodies[..k], ack)?;
-        in_flight.push_back(Instant::now());
-        sent += k as u64;
-        if in_flight.len() >= window {
-            c.flush()?;
+        // Fill the window and send it in one write, then take the
+        // acknowledgements back down to half a window: a pipelining client
+        // makes one system call per many frames, not one per frame.
+        while in_flight.len() < window && sent < cfg.count {
+            let k = usize::try_from((cfg.count - sent).min(batch as u64)).unwrap_or(batch);
+            c.send_publish_bodies(channel, &bodies[..k], ack)?;
+            in_flight.push_back(Instant::now());
+            sent += k as u64;
+        }
+        c.flush()?;
+        while in_flight.len() > window / 2 {
             acked += one_ack(&mut c, &mut in_flight, &mut hist)?;
         }
     }

@@ -151,6 +151,9 @@ const SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);
 /// How often idle logs are rotated, expired and closed.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(250);
 
+/// Idle logs that give their unused reserved ids back per maintenance round.
+const RELEASES_PER_MAINTENANCE: usize = 8;
+
 /// One request of a batch, with what appending it gave.
 struct Pending {
     req: PublishReq,
@@ -430,9 +433,20 @@ impl Writer {
         }
         self.last_maintenance = Instant::now();
         let mut jobs = Vec::new();
+        // Each release costs a checkpoint sync on this thread: a few per round.
+        let mut releases = RELEASES_PER_MAINTENANCE;
         for (&id, log) in &mut self.logs {
             if let Err(e) = log.maintain() {
                 tracing::error!(channel = id, error = %e, "log maintenance failed");
+            }
+            if releases > 0 {
+                match log.release_unused_ids() {
+                    Ok(true) => releases -= 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(channel = id, error = %e, "giving back unused ids failed")
+                    }
+                }
             }
             // A rotation by age publishes its seal here.
             if let Err(e) = log.flush() {

@@ -686,6 +686,10 @@ pub(super) fn open(
         ),
     };
     segments.push(active.seg.clone());
+    // Files are opened by the first write: an idle channel holds no
+    // descriptor (a server may hold many thousands of channels).
+    let mut active = active;
+    active.files = None;
     let cp_value = checkpoint.unwrap_or(Checkpoint {
         segment_first_id: active.seg.first_id,
         synced_pos: HEADER_LEN,

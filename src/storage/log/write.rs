@@ -569,6 +569,35 @@ impl ChannelLog {
         Ok(())
     }
 
+    /// When the log has been idle for `LOG_IDLE_CLOSE_US` with ids reserved
+    /// past its last record, gives the unused ids back (the checkpoint, synced,
+    /// reserves exactly what was written), so that a crash while idle leaves
+    /// no hole. Returns whether it did; the writer bounds how many logs do
+    /// it at once (each costs a checkpoint sync).
+    ///
+    /// # Errors
+    /// A failed checkpoint write or sync poisons the log.
+    pub fn release_unused_ids(&mut self) -> Result<bool, StorageError> {
+        let now = self.shared.clock.now_us();
+        let idle = now.saturating_sub(self.last_append_us) >= limits::LOG_IDLE_CLOSE_US;
+        if !idle
+            || self.reserved_id <= self.written_id
+            || !self.active.stage.is_empty()
+            || self.shared.poisoned.load(Ordering::Acquire)
+        {
+            return Ok(false);
+        }
+        let written = self.written_id;
+        if let Err(e) = self.checkpoint.update(true, |cp| cp.reserved_id = written) {
+            return Err(self
+                .shared
+                .poison(format!("sync of the id reservation: {e}")));
+        }
+        self.reserved_id = written;
+        self.reserve_chunk = limits::ID_RESERVATION_MIN;
+        Ok(true)
+    }
+
     /// Writes and syncs everything, records in the checkpoint that no id
     /// past the last one was shown to readers (so a restart continues right
     /// after it), and closes.
