@@ -365,3 +365,55 @@ fn a_full_disk_at_any_operation_is_storage_full_and_writes_resume_when_space_ret
         k += step;
     }
 }
+
+#[test]
+fn a_log_opens_on_a_full_disk_serves_reads_and_takes_writes_once_space_returns() {
+    let dir = scratch();
+    let plan = FaultPlan::new();
+    let mut seen = Seen::default();
+    {
+        let clock = ManualClock::new(T0);
+        let (mut log, _) =
+            ChannelLog::open(dir.path(), cfg(Durability::Batch, None), clock as _).unwrap();
+        workload(&mut log, &mut seen, 30).unwrap();
+        // Dropped while busy: the next open must start a new segment above
+        // the reservation, and the disk is full.
+    }
+    plan.set_disk_full(true);
+    let clock = ManualClock::new(T0 + 1);
+    let (mut log, report) =
+        ChannelLog::open(dir.path(), cfg(Durability::Batch, Some(&plan)), clock as _).unwrap();
+    assert!(
+        report.actions.iter().any(|a| a.contains("disk full")),
+        "{report:?}"
+    );
+    let stored = records(&log);
+    for (id, key_n) in &seen.acked {
+        assert!(
+            stored.contains(&(*id, *key_n)),
+            "acknowledged id {id} is served"
+        );
+    }
+    let later = 1_000_000;
+    let message = body(None, Some(&key_of(later)), &payload_of(later));
+    let refused = log
+        .append(Author::ApiKey(1), &message)
+        .and_then(|_| log.commit());
+    assert!(
+        matches!(refused, Err(StorageError::StorageFull)),
+        "{refused:?}"
+    );
+    plan.set_disk_full(false);
+    let id = log.append(Author::ApiKey(1), &message).unwrap().id();
+    log.commit().unwrap();
+    seen.sent.insert(later);
+    seen.acked.insert(id, later);
+    assert!(id >= report.next_id);
+    log.close().unwrap();
+    check(
+        dir.path(),
+        Durability::Batch,
+        &seen,
+        "after a start on a full disk",
+    );
+}

@@ -401,16 +401,22 @@ fn recover_active(
         for (k, id, at) in &all {
             sidecar::encode_key_entry(&mut bytes, *id, *at, k);
         }
-        sio::replace_file(
+        match sio::replace_file(
             &side_path(dir, first, "keys"),
             &bytes,
             FileKind::Keys,
             faults,
-        )
-        .map_err(crate::storage::segment::space_error)?;
-        report.actions.push(format!(
-            "segment {first}: idempotency keys rewritten from the records"
-        ));
+        ) {
+            Ok(_) => report.actions.push(format!(
+                "segment {first}: idempotency keys rewritten from the records"
+            )),
+            // The keys are right in memory for this run; the sidecar is
+            // repaired by the next start with space.
+            Err(e) if sio::is_out_of_space(&e) => report.actions.push(format!(
+                "segment {first}: disk full, idempotency keys not rewritten"
+            )),
+            Err(e) => return Err(e.into()),
+        }
     }
     for (k, id, at) in all {
         if at >= cutoff {
@@ -529,6 +535,8 @@ fn new_active(
         last_index_pos: None,
         written_last_index_pos: None,
         rooms_maintained: true,
+        rotate_first: false,
+        sealed_on_disk: false,
     };
     Ok((active, seg))
 }
@@ -560,6 +568,8 @@ fn recovered_active(a: Recovered, faults: &Faults) -> Active {
         last_index_pos: a.last_index_pos,
         written_last_index_pos: a.last_index_pos,
         rooms_maintained,
+        rotate_first: false,
+        sealed_on_disk: false,
     }
 }
 
@@ -660,7 +670,16 @@ pub(super) fn open(
             next_id,
             at_us: now,
         };
-        record_hole(dir, hole, &faults)?;
+        match record_hole(dir, hole, &faults) {
+            Err(StorageError::StorageFull) => {
+                // Readers crossing the hole still get a gap; only a reader
+                // resuming inside it is not told so precisely.
+                report
+                    .actions
+                    .push("disk full: the crash hole is not recorded".to_string());
+            }
+            other => other?,
+        }
         holes.push(hole);
         report.hole = Some(hole);
         report.actions.push(format!("ids {}..{} may have been shown to readers before a crash and are not stored: the log continues at {next_id}", last_id + 1, next_id - 1));
@@ -671,14 +690,32 @@ pub(super) fn open(
             (recovered_active(a, &faults), points)
         }
         Some(a) => {
-            if a.end == HEADER_LEN {
-                remove_segment_files(dir, a.seg.first_id, &faults)?;
-            } else {
+            let empty = a.end == HEADER_LEN;
+            if !empty {
                 seal_recovered(dir, &a, &faults)?;
-                segments.push(a.seg.clone());
             }
-            let (active, _) = new_active(dir, next_id, now, config.segment_size, &faults)?;
-            (active, Vec::new())
+            match new_active(dir, next_id, now, config.segment_size, &faults) {
+                Ok((active, _)) => {
+                    if empty {
+                        remove_segment_files(dir, a.seg.first_id, &faults)?;
+                    } else {
+                        segments.push(a.seg.clone());
+                    }
+                    (active, Vec::new())
+                }
+                Err(StorageError::StorageFull) => {
+                    // A full disk: the log opens read-only in effect; the
+                    // first append makes the new segment once there is space.
+                    report.actions.push(format!(
+                        "disk full: no new segment at id {next_id}; writes wait for space"
+                    ));
+                    let mut active = recovered_active(a, &faults);
+                    active.rotate_first = true;
+                    active.sealed_on_disk = !empty;
+                    (active, Vec::new())
+                }
+                Err(e) => return Err(e),
+            }
         }
         None => (
             new_active(dir, next_id, now, config.segment_size, &faults)?.0,

@@ -44,6 +44,12 @@ pub(super) struct Active {
     /// entries before the crash are not known, so its sidecar stays unsealed
     /// and readers index it themselves.
     pub rooms_maintained: bool,
+    /// The segment cannot take the next id (recovery cut it, or the ids
+    /// continue above a crash hole) but no new one could be made (a full
+    /// disk): the first append makes one.
+    pub rotate_first: bool,
+    /// Recovery already wrote this segment's seal.
+    pub sealed_on_disk: bool,
 }
 
 impl Active {
@@ -102,8 +108,9 @@ impl ChannelLog {
         }
         let a = &self.active;
         let age_us = now.saturating_sub(a.seg.created_at_us);
-        if a.write_pos > HEADER_LEN
-            && (a.write_pos + len > a.seg.size || age_us >= self.config.segment_age_us)
+        if a.rotate_first
+            || (a.write_pos > HEADER_LEN
+                && (a.write_pos + len > a.seg.size || age_us >= self.config.segment_age_us))
         {
             self.rotate(now)?;
         }
@@ -486,13 +493,17 @@ impl ChannelLog {
             sidecar::encode_room_entry(&mut marker, seal.id, seal.pos, &[]);
             (marker, old.rooms_len)
         });
-        self.sealing.push(SealWork {
-            seg: old.seg.clone(),
-            files: old_files,
-            points: std::mem::take(&mut self.job_points),
-            seal,
-            rooms_marker,
-        });
+        if old.sealed_on_disk {
+            self.job_points.clear();
+        } else {
+            self.sealing.push(SealWork {
+                seg: old.seg.clone(),
+                files: old_files,
+                points: std::mem::take(&mut self.job_points),
+                seal,
+                rooms_marker,
+            });
+        }
         self.shared
             .segments
             .write()
@@ -515,6 +526,8 @@ impl ChannelLog {
             last_index_pos: None,
             written_last_index_pos: None,
             rooms_maintained: true,
+            rotate_first: false,
+            sealed_on_disk: false,
         };
         Ok(())
     }
