@@ -156,6 +156,9 @@ pub struct Conn {
     pub revoked: bool,
     /// The access to the channel used last: (channel id, epoch, access).
     pub access_cache: Option<(u64, u64, Access)>,
+    /// The channel looked up last (in the caller's instance, at
+    /// `caller_epoch`).
+    pub last_channel: Option<Arc<Channel>>,
     /// Subscriptions by client-chosen id.
     pub subs: HashMap<u32, Sub>,
     /// Publish requests queued for the writer and not yet completed.
@@ -209,6 +212,7 @@ impl Conn {
             caller_epoch: 0,
             revoked: false,
             access_cache: None,
+            last_channel: None,
             subs: HashMap::new(),
             inflight: 0,
             acks: VecDeque::new(),

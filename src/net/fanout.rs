@@ -97,6 +97,7 @@ impl IoThread {
             let fresh = conn.caller.as_ref().and_then(|c| self.broker.refresh(c));
             conn.caller_epoch = epoch;
             conn.access_cache = None;
+            conn.last_channel = None;
             let Some(caller) = fresh else {
                 self.revoke(index);
                 continue;
@@ -129,6 +130,7 @@ impl IoThread {
         conn.phase = conn::Phase::Auth;
         conn.revoked = true;
         conn.access_cache = None;
+        conn.last_channel = None;
         let ids: Vec<u32> = conn.subs.keys().copied().collect();
         for sub_id in ids {
             self.end_sub(

@@ -230,6 +230,7 @@ impl IoThread {
                     c.caller_epoch = epoch;
                     c.revoked = false;
                     c.access_cache = None;
+                    c.last_channel = None;
                 }
                 self.respond(
                     index,
@@ -405,6 +406,7 @@ impl IoThread {
         let fresh = conn.caller.as_ref().and_then(|c| self.broker.refresh(c));
         conn.caller_epoch = epoch;
         conn.access_cache = None;
+        conn.last_channel = None;
         match fresh {
             Some(c) => {
                 conn.caller = Some(c);
@@ -465,6 +467,23 @@ impl IoThread {
 
     /// The channel `name` of the caller's instance, through this thread's cache.
     fn lookup(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
+        // The channel this connection used last, without hashing its name.
+        if let Some(conn) = self.conns.get(index) {
+            if let Some(ch) = &conn.last_channel {
+                if ch.name() == name && !ch.is_deleted() && conn.caller_epoch == self.broker.epoch()
+                {
+                    return Ok(ch.clone());
+                }
+            }
+        }
+        let ch = self.lookup_cached(index, name)?;
+        if let Some(conn) = self.conns.get_mut(index) {
+            conn.last_channel = Some(ch.clone());
+        }
+        Ok(ch)
+    }
+
+    fn lookup_cached(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
         let caller = self.caller(index)?;
         let instance = caller.instance()?.id();
         if let Some(ch) = self.channel_cache.get(&instance).and_then(|m| m.get(name)) {
@@ -505,7 +524,9 @@ impl IoThread {
         }
         self.access(index, &ch)?.check_publish()?;
         let author = self.caller(index)?.author();
-        let ranges = wire::split_messages(region, count)?;
+        let mut ranges = std::mem::take(&mut self.ranges_scratch);
+        ranges.clear();
+        wire::for_each_message(region, count, &mut |s, e| ranges.push((s, e)))?;
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
         let joins = conn.coalesced.as_ref().map_or(true, |c| {
             c.channel_id == ch.id
@@ -530,7 +551,13 @@ impl IoThread {
         });
         let base = c.data.len();
         c.data.extend_from_slice(region);
-        if let Err(e) = check_bodies(&ch, channel, &mut c.data[base..], &ranges) {
+        let checked = check_bodies(&ch, channel, &mut c.data[base..], &ranges);
+        self.ranges_scratch = ranges;
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        let Some(c) = conn.coalesced.as_mut() else {
+            return Err(bad("gone"));
+        };
+        if let Err(e) = checked {
             c.data.truncate(base);
             if c.frames == 0 {
                 conn.coalesced = None;

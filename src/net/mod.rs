@@ -84,6 +84,8 @@ pub struct IoThread {
     again: Vec<usize>,
     /// Connections whose write buffer grew since the last flush pass.
     dirty: Vec<usize>,
+    /// Message ranges of the publish frame being checked (kept to reuse).
+    ranges_scratch: Vec<(usize, usize)>,
 }
 
 impl IoThread {
@@ -126,6 +128,7 @@ impl IoThread {
             seen_epoch: 0,
             again: Vec::new(),
             dirty: Vec::new(),
+            ranges_scratch: Vec::new(),
         })
     }
 

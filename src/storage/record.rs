@@ -520,6 +520,45 @@ pub fn write_record(
     total
 }
 
+/// Appends the record for (`id`, `created_at_us`, `author`, checked `body`)
+/// to `out`, CRC included, and returns its length: the same bytes as
+/// [`write_record`], built without zero-filling the destination first.
+///
+/// # Panics
+/// Panics if `body` is shorter than its header (a caller bug: the body was
+/// checked at the edge).
+pub fn append_record(
+    out: &mut Vec<u8>,
+    id: u64,
+    created_at_us: u64,
+    author: Author,
+    body: &[u8],
+) -> usize {
+    assert!(
+        body.len() >= BODY_HEADER_LEN,
+        "body shorter than its header"
+    );
+    let total = record_len(author, body.len());
+    let len = u32::try_from(total - 8).expect("record length bounded by limits");
+    let flags = u16::from_le_bytes([body[2], body[3]]) | author.flags();
+    let start = out.len();
+    out.reserve(total);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&created_at_us.to_le_bytes());
+    out.extend_from_slice(&body[..2]);
+    out.extend_from_slice(&flags.to_le_bytes());
+    let mut author_bytes = [0u8; 16];
+    let author_len = author.encoded_len();
+    author.write(&mut author_bytes[..author_len]);
+    out.extend_from_slice(&author_bytes[..author_len]);
+    out.extend_from_slice(&body[BODY_HEADER_LEN..]);
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    total
+}
+
 /// Reads the length prefix at the start of `buf`: `Ok(None)` when fewer than
 /// 4 bytes are there, the whole record size (8 + len) otherwise.
 ///

@@ -179,6 +179,22 @@ fn decode_history<'a>(r: &mut Reader<'a>) -> Result<Request<'a>, WireError> {
 /// `BadRequest` when the region does not hold exactly `count` length-prefixed
 /// bodies, or a body is empty or over the limits.
 pub fn split_messages(region: &[u8], count: u32) -> Result<Vec<(usize, usize)>, WireError> {
+    let mut ranges = Vec::new();
+    for_each_message(region, count, &mut |start, end| ranges.push((start, end)))?;
+    Ok(ranges)
+}
+
+/// [`split_messages`] without collecting: `f(start, end)` for each body, in
+/// order, after its length prefix is checked (the whole region is checked
+/// before the call returns `Ok`).
+///
+/// # Errors
+/// As [`split_messages`].
+pub fn for_each_message(
+    region: &[u8],
+    count: u32,
+    f: &mut dyn FnMut(usize, usize),
+) -> Result<(), WireError> {
     let mut r = Reader::new(region, ErrorCode::BadRequest);
     if count == 0 || count > limits::PUBLISH_BATCH_MAX {
         return Err(r.err(format!(
@@ -186,12 +202,6 @@ pub fn split_messages(region: &[u8], count: u32) -> Result<Vec<(usize, usize)>, 
             limits::PUBLISH_BATCH_MAX
         )));
     }
-    // Each message takes at least 8 bytes, so this bounds the allocation by
-    // the region the peer actually sent as well as by the batch limit.
-    let cap = usize::try_from(count)
-        .unwrap_or(0)
-        .min(region.len().checked_div(8).unwrap_or(0));
-    let mut ranges = Vec::with_capacity(cap);
     for i in 0..count {
         let len = r.u32("body_len")?;
         if !(4..=limits::MESSAGE_BODY_LEN_MAX).contains(&len) {
@@ -203,10 +213,9 @@ pub fn split_messages(region: &[u8], count: u32) -> Result<Vec<(usize, usize)>, 
         let len = usize::try_from(len).map_err(|_| r.err("body_len".into()))?;
         let start = r.pos;
         r.take(len, "message body")?;
-        ranges.push((start, r.pos));
+        f(start, r.pos);
     }
-    r.finish()?;
-    Ok(ranges)
+    r.finish()
 }
 
 /// Appends one client request to `out`. For `Publish` use [`encode_publish`].

@@ -135,9 +135,8 @@ impl ChannelLog {
     fn stage_record(&mut self, id: u64, created_at_us: u64, author: Author, body: &[u8], len: u64) {
         let a = &mut self.active;
         let pos = a.write_pos;
-        let start = a.stage.len();
-        a.stage.resize(start + len as usize, 0);
-        record::write_record(&mut a.stage[start..], id, created_at_us, author, body);
+        let written = record::append_record(&mut a.stage, id, created_at_us, author, body);
+        debug_assert_eq!(written as u64, len);
         if a.last_index_pos
             .map_or(true, |p| pos - p >= limits::INDEX_INTERVAL_BYTES)
         {
