@@ -447,11 +447,11 @@ pub fn loop_or_skip(test: &str) -> bool {
         }
         Err(why) => {
             // Written to the process's stderr directly so that it shows even
-            // when the harness captures the test's output.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: needs root and loop devices for an ext4 image: {why}"
-            );
+            // when the harness captures the test's output; if stderr itself
+            // fails there is nowhere left to say it.
+            let line =
+                format!("\nSKIPPED {test}: needs root and loop devices for an ext4 image: {why}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
             false
         }
     }
