@@ -1,10 +1,10 @@
 //! Integration tests of the native broker against a real server on 127.0.0.1.
 
 mod common;
+mod proc_common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,6 +12,7 @@ use tidewire::client::{Client, ClientError, Event, HistoryQuery, OutgoingMessage
 use tidewire::wire::{self, AckMode, ErrorCode, Start};
 
 use common::{TestServer, ADMIN_KEY};
+use proc_common::{Serve, ServerProcess};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -200,63 +201,11 @@ fn a_graceful_restart_keeps_messages_and_continues_ids() {
     );
 }
 
-/// A server process that is killed when the test ends, even when it fails.
-struct ServerProcess(Child);
-
-impl ServerProcess {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()
-    }
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // The process may have exited already; either way it is reaped here.
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
+/// A server process (killed when the test ends, even when it fails) and its address.
 fn spawn_server_process(dir: &std::path::Path, durability: &str) -> (ServerProcess, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidewire"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "off",
-            "--io-threads",
-            "2",
-            "--durability",
-            durability,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("TIDEWIRE_ADMIN_KEY", ADMIN_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server process starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("server prints its address").unwrap();
-        if let Some(a) = line.strip_prefix("tidewire: listening on ") {
-            break a.trim().to_string();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (ServerProcess(child), addr)
+    let server = ServerProcess::spawn(&Serve::new(dir).durability(durability));
+    let addr = server.addr().to_string();
+    (server, addr)
 }
 
 #[test]
@@ -285,8 +234,7 @@ fn kill_9_under_batch_durability_loses_no_acknowledged_message() {
     }
     c.flush().unwrap();
     // Kill while a last burst is still in flight.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
     drop(c);
     let (mut child, addr) = spawn_server_process(dir.path(), "batch");
     let mut c = connect(&addr);
@@ -349,8 +297,7 @@ fn kill_9_under_batch_durability_loses_no_acknowledged_message() {
         }
     }
     assert_eq!(got.len(), all.len() + 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }
 
 fn rss_anon_kib(pid: u32) -> u64 {
@@ -370,14 +317,14 @@ fn a_subscriber_that_stops_reading_stays_bounded_and_then_catches_up() {
     create(&mut publ, "lag");
     let mut sub = connect(&addr);
     sub.subscribe("lag", None, Start::New).unwrap();
-    let before = rss_anon_kib(child.id());
+    let before = rss_anon_kib(child.pid());
     let payload = [7u8; 128];
     let total = 200_000usize;
     let batch: Vec<OutgoingMessage> = (0..500).map(|_| OutgoingMessage::new(&payload)).collect();
     for _ in 0..total / 500 {
         publ.publish_batch("lag", &batch, AckMode::Append).unwrap();
     }
-    let after = rss_anon_kib(child.id());
+    let after = rss_anon_kib(child.pid());
     // 200,000 × 128 B is 25 MiB of payload; the server holds only a bounded
     // write buffer for the subscriber, the rest stays in the log.
     assert!(
@@ -387,8 +334,7 @@ fn a_subscriber_that_stops_reading_stays_bounded_and_then_catches_up() {
     );
     let got = receive(&mut sub, total);
     assert!(got.iter().enumerate().all(|(k, m)| m.0 == k as u64 + 1));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }
 
 #[test]
@@ -700,11 +646,7 @@ fn sigterm_appends_what_was_acknowledged_exits_0_and_a_restart_continues_ids() {
         c.publish("term", &OutgoingMessage::new(b"m"), AckMode::Append)
             .unwrap();
     }
-    // SAFETY: kill(2) with a pid this test started and a valid signal number.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = child.wait().unwrap();
+    let status = child.terminate();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     let (mut child, addr) = spawn_server_process(dir.path(), "batch");
     let mut c = connect(&addr);
@@ -713,8 +655,7 @@ fn sigterm_appends_what_was_acknowledged_exits_0_and_a_restart_continues_ids() {
             .unwrap(),
         101
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }
 
 #[test]
