@@ -24,8 +24,8 @@ use crossbeam_queue::ArrayQueue;
 
 pub use acl::{access, Access, Caller, Principal, UserRef};
 pub use channel::{
-    global_channel_id, is_builtin_name, Channel, ChannelKind, ChannelSettings, Permission,
-    DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
+    channel_name, check_room_name, global_channel_id, is_builtin_name, Channel, ChannelKind,
+    ChannelSettings, Permission, DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
 };
 pub use keys::{generate_key, hash_key, KeyHash, KeyIndex, KeyOwner};
 pub use tenancy::{
@@ -498,16 +498,23 @@ impl Broker {
         }
     }
 
-    /// The channel called `name` in the caller's instance (no access check).
+    /// The channel called `name` in the caller's instance (no access
+    /// check), the name read by [`channel_name`] as on every path.
     ///
     /// # Errors
-    /// `InstanceNotFound`, `ChannelNotFound`.
+    /// `BadRequest`/`InvalidName` for a name that cannot be one,
+    /// `InstanceNotFound`, `ChannelNotFound` (naming the instance searched).
     pub fn channel(&self, caller: &Caller, name: &str) -> Result<Arc<Channel>, BrokerError> {
-        caller
-            .instance()?
-            .channel(name)
+        let name = channel_name(name)?;
+        let inst = caller.instance()?;
+        inst.channel(&name)
             .filter(|c| !c.is_deleted())
-            .ok_or_else(|| err(ErrorCode::ChannelNotFound, format!("no channel {name:?}")))
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::ChannelNotFound,
+                    format!("no channel {name:?} in instance {:?}", inst.name()),
+                )
+            })
     }
 
     /// What `caller` may do on `ch` now.

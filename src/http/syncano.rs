@@ -193,14 +193,16 @@ fn minify_json(text: &str) -> Vec<u8> {
 /// than 128 characters is DRF's max-length error. The limit also holds in
 /// bytes ([`limits::ROOM_LEN_MAX`]), because that is what a record can
 /// store: a room of 128 characters that are not all ASCII is refused with the
-/// same error. The room is returned as sent; the broker lower-cases it.
+/// same error. A control character is refused as on the binary protocol.
+/// The room is returned as sent; its ASCII letters are lower-cased later.
 ///
 /// # Errors
-/// [`ApiError::RoomTooLong`].
+/// [`ApiError::RoomTooLong`], [`ApiError::RoomInvalid`].
 pub fn room_param(value: Option<&str>) -> Result<Option<String>, ApiError> {
     match value {
         None | Some("") => Ok(None),
         Some(room) if room.len() > limits::ROOM_LEN_MAX => Err(ApiError::RoomTooLong),
+        Some(room) if room.chars().any(char::is_control) => Err(ApiError::RoomInvalid),
         Some(room) => Ok(Some(room.to_owned())),
     }
 }
@@ -657,6 +659,15 @@ mod tests {
         );
         let (r, m) = json_post(&format!(r#"{{"room":"{long}"}}"#));
         assert_eq!(publish_params(&r, &m), Err(ApiError::RoomTooLong));
+        // The binary protocol's room rule: no control characters.
+        assert_eq!(
+            poll_params(&get("/?room=a%0Ab", "")),
+            Err(ApiError::RoomInvalid)
+        );
+        assert_eq!(
+            String::from_utf8(ApiError::RoomInvalid.body()).unwrap(),
+            r#"{"room":["Rooms may not contain control characters."]}"#
+        );
     }
 
     #[test]

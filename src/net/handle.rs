@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use super::conn::{Phase, Sub};
 use super::{ChannelSubs, IoThread};
 use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
-use crate::broker::{Access, Caller, Channel, ChannelKind};
+use crate::broker::{channel_name, check_room_name, Access, Caller, Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
 use crate::storage::Order;
@@ -453,8 +453,11 @@ impl IoThread {
         );
     }
 
-    /// The channel `name` of the caller's instance, through this thread's cache.
+    /// The channel `name` of the caller's instance, through this thread's
+    /// cache (keyed by the name as [`channel_name`] reads it).
     fn lookup(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
+        let name = channel_name(name)?;
+        let name = name.as_ref();
         let caller = self.caller(index)?;
         let instance = caller.instance()?.id();
         if let Some(ch) = self.channel_cache.get(&instance).and_then(|m| m.get(name)) {
@@ -500,10 +503,19 @@ impl IoThread {
                 RecordError::Malformed(why) => bad(format!("message {i}: {why}")),
                 other => bad(format!("message {i}: {other}")),
             })?;
+            if let Some(room) = info.room.and_then(|(s, e)| body.get(s..e)) {
+                // `check_body` checked that the room is UTF-8.
+                let room = std::str::from_utf8(room).unwrap_or_default();
+                check_room_name(room)
+                    .map_err(|e| WireError::new(e.code, format!("message {i}: {}", e.message)))?;
+            }
             if ch.kind() == ChannelKind::SeparateRooms && info.room.is_none() {
                 return Err(WireError::new(
                     ErrorCode::RoomRequired,
-                    format!("message {i}: channel {channel:?} has separate rooms; name a room"),
+                    format!(
+                        "message {i}: channel {:?} has separate rooms; name a room",
+                        ch.name()
+                    ),
                 ));
             }
         }
@@ -604,7 +616,8 @@ impl IoThread {
     }
 }
 
-/// The room a request names, lower-cased; required on separate-rooms channels.
+/// The room a request names (`ROOM_LEN_MAX` was checked by the codec),
+/// ASCII letters lower-cased; required on separate-rooms channels.
 fn check_room(ch: &Channel, room: &str) -> Result<Option<Vec<u8>>, WireError> {
     if room.is_empty() {
         if ch.kind() == ChannelKind::SeparateRooms {
@@ -615,11 +628,6 @@ fn check_room(ch: &Channel, room: &str) -> Result<Option<Vec<u8>>, WireError> {
         }
         return Ok(None);
     }
-    if room.len() > limits::ROOM_LEN_MAX {
-        return Err(WireError::new(
-            ErrorCode::InvalidName,
-            "room over ROOM_LEN_MAX",
-        ));
-    }
-    Ok(Some(room.to_lowercase().into_bytes()))
+    check_room_name(room)?;
+    Ok(Some(room.to_ascii_lowercase().into_bytes()))
 }

@@ -16,13 +16,13 @@ import zlib
 
 OP_HELLO, OP_AUTH, OP_PING = 0x01, 0x02, 0x03
 OP_PUBLISH, OP_SUBSCRIBE, OP_HISTORY = 0x10, 0x20, 0x30
-OP_CHANNEL_CREATE, OP_ADMIN = 0x40, 0x50
+OP_CHANNEL_CREATE, OP_CHANNEL_GET, OP_CHANNEL_UPDATE, OP_ADMIN = 0x40, 0x41, 0x43, 0x50
 OP_HELLO_OK, OP_AUTH_OK, OP_PONG = 0x81, 0x82, 0x83
 OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
 OP_CHANNEL, OP_ADMIN_RESULT, OP_DELIVER, OP_ERROR = 0xC0, 0xC2, 0xE0, 0xFF
 FLAG_ROOM = 1 << 3
 E_MALFORMED_FRAME, E_UNSUPPORTED_VERSION, E_HELLO_REQUIRED = 1, 3, 4
-E_BAD_REQUEST, E_CHANNEL_NOT_FOUND = 6, 20
+E_BAD_REQUEST, E_CHANNEL_NOT_FOUND, E_ROOM_REQUIRED, E_INVALID_NAME = 6, 20, 22, 25
 
 
 def s16(text):
@@ -165,6 +165,42 @@ def order_rules(addr, key):
     print("response order ok")
 
 
+def name_rules(addr, key):
+    """Conventions: channel names, rooms, and length-first error codes."""
+    c, _, _ = connect(addr, key)
+
+    def code_of(opcode, body):
+        op, got = c.reply(c.send(opcode, body))
+        return got["code"] if op == OP_ERROR else op
+
+    create = {"name": "Py_Mixed", "type": "separate_rooms"}
+    op, body = c.reply(c.send(OP_CHANNEL_CREATE, json.dumps(create).encode()))
+    assert op == OP_CHANNEL and json.loads(body)["name"] == "py_mixed", body
+    assert code_of(OP_CHANNEL_GET, s16("PY_MIXED")) == OP_CHANNEL
+    assert code_of(OP_PUBLISH, publish_body("pY_mIxEd", 1, [b"m"], room="Lobby")) == OP_PUBLISH_ACK
+    hist = s16("Py_Mixed") + s16("LOBBY") + struct.pack("<BQQI", 0, 0, 0, 10)
+    op, body = c.reply(c.send(OP_HISTORY, hist))
+    assert op == OP_HISTORY_PAGE
+    page = records(body[4:], struct.unpack("<I", body[:4])[0])
+    assert [r["room"] for r in page] == ["lobby"], page
+    for bad in ("", "a b", "caf\u00e9"):
+        assert code_of(OP_CHANNEL_GET, s16(bad)) == E_INVALID_NAME, bad
+        assert code_of(OP_CHANNEL_CREATE, json.dumps({"name": bad}).encode()) == E_INVALID_NAME
+    long_name = "x" * 65
+    assert code_of(OP_CHANNEL_GET, s16(long_name)) == E_BAD_REQUEST
+    assert code_of(OP_CHANNEL_CREATE, json.dumps({"name": long_name}).encode()) == E_BAD_REQUEST
+    sub = lambda room: struct.pack("<I", 1) + s16("py_mixed") + s16(room) + struct.pack("<BQ", 0, 0)
+    assert code_of(OP_SUBSCRIBE, sub("a\nb")) == E_INVALID_NAME
+    assert code_of(OP_SUBSCRIBE, sub("r" * 129)) == E_BAD_REQUEST
+    assert code_of(OP_SUBSCRIBE, sub("")) == E_ROOM_REQUIRED
+    assert code_of(OP_PUBLISH, publish_body("py_mixed", 1, [b"m"], room="a\x01")) == E_INVALID_NAME
+    update = lambda fields: s16("PY_MIXED") + json.dumps(fields).encode()
+    assert code_of(OP_CHANNEL_UPDATE, update({"name": "PY_MIXED", "type": "separate_rooms"})) == OP_CHANNEL
+    assert code_of(OP_CHANNEL_UPDATE, update({"type": "default"})) == E_BAD_REQUEST
+    assert code_of(OP_CHANNEL_UPDATE, update({"name": "other"})) == E_BAD_REQUEST
+    print("names ok")
+
+
 def records(buf, count):
     """Walks `count` records, checking each CRC (CRC-32 of bytes [8, 8+len))."""
     out, pos = [], 0
@@ -282,6 +318,7 @@ def main(addr, key):
     tenancy(addr, key)
     handshake_rules(addr, key)
     order_rules(addr, key)
+    name_rules(addr, key)
 
 
 if __name__ == "__main__":
