@@ -37,6 +37,7 @@ fn a_python_client_written_from_protocol_md_works_against_the_server() {
         "handshake rules ok",
         "response order ok",
         "names ok",
+        "payloads ok",
     ] {
         assert!(
             stdout.lines().any(|l| l == step),

@@ -503,6 +503,8 @@ impl IoThread {
                 RecordError::Malformed(why) => bad(format!("message {i}: {why}")),
                 other => bad(format!("message {i}: {other}")),
             })?;
+            wire::check_payload(body, info.payload_len)
+                .map_err(|e| bad(format!("message {i}: {}", e.message)))?;
             if let Some(room) = info.room.and_then(|(s, e)| body.get(s..e)) {
                 // `check_body` checked that the room is UTF-8.
                 let room = std::str::from_utf8(room).unwrap_or_default();

@@ -201,6 +201,26 @@ def name_rules(addr, key):
     print("names ok")
 
 
+def payload_rules(addr, key):
+    """Message body: a payload keeps the promise of its content type."""
+    c, _, _ = connect(addr, key)
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "typed"}).encode()))
+
+    def publish(payloads, ctype):
+        op, got = c.reply(c.send(OP_PUBLISH, publish_body("typed", 1, payloads, ctype=ctype)))
+        return got["code"] if op == OP_ERROR else struct.unpack("<IQ", got[:12])
+
+    assert publish([b'{"a": [1, "x"]}', b" 7 ", b"null"], 1) == (3, 1)
+    assert publish(["h\u00e9".encode(), b""], 2) == (2, 4)
+    assert publish([b"\xff\x00", b""], 0) == (2, 6)
+    for payloads, ctype in (([b"{}", b'{"a":'], 1), ([b""], 1), ([b"ok", b"\xff"], 2)):
+        assert publish(payloads, ctype) == E_BAD_REQUEST, (payloads, ctype)
+    hist = s16("typed") + s16("") + struct.pack("<BQQI", 0, 0, 0, 100)
+    op, body = c.reply(c.send(OP_HISTORY, hist))
+    assert struct.unpack("<I", body[:4])[0] == 7, "a refused batch stores nothing"
+    print("payloads ok")
+
+
 def records(buf, count):
     """Walks `count` records, checking each CRC (CRC-32 of bytes [8, 8+len))."""
     out, pos = [], 0
@@ -319,6 +339,7 @@ def main(addr, key):
     handshake_rules(addr, key)
     order_rules(addr, key)
     name_rules(addr, key)
+    payload_rules(addr, key)
 
 
 if __name__ == "__main__":
