@@ -34,7 +34,8 @@ fn every_row_of_the_error_catalogue_is_answered_exactly() {
     let shim = Shim::start(dir.path());
     create(
         &shim,
-        json!({"name": "rooms", "type": "separate_rooms", "custom_publish": true}),
+        json!({"name": "rooms", "type": "separate_rooms", "custom_publish": true,
+               "other_permissions": "subscribe"}),
     );
     create(&shim, json!({"name": "plain", "custom_publish": true}));
     create(&shim, json!({"name": "closed"}));
@@ -42,9 +43,20 @@ fn every_row_of_the_error_catalogue_is_answered_exactly() {
         .as_str()
         .unwrap()
         .to_string();
+    let user_key = shim
+        .binary()
+        .admin(&json!({"op": "user.create", "username": "reader"}))
+        .unwrap()["user_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let admin = [
         ("X-API-KEY", ADMIN_KEY),
         ("Content-Type", "application/json"),
+    ];
+    let user = [
+        ("X-API-KEY", user_api.as_str()),
+        ("X-USER-KEY", user_key.as_str()),
     ];
     let cases: Vec<Case> = vec![
         (
@@ -64,9 +76,10 @@ fn every_row_of_the_error_catalogue_is_answered_exactly() {
             json!({"room": "This field is required for channels with separate rooms."}),
         ),
         (
+            // A user names a room; admins may read the whole history.
             "GET",
             shim.url("rooms/history/"),
-            admin.to_vec(),
+            user.to_vec(),
             None,
             400,
             json!({"room": "This field is required for channels with separate rooms."}),

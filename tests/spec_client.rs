@@ -38,6 +38,7 @@ fn a_python_client_written_from_protocol_md_works_against_the_server() {
         "response order ok",
         "names ok",
         "payloads ok",
+        "history rules ok",
     ] {
         assert!(
             stdout.lines().any(|l| l == step),

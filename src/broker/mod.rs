@@ -357,7 +357,9 @@ impl Broker {
     }
 
     /// Checks the keys of an HTTP request to instance `instance`, in the
-    /// order the Syncano API answers: the instance first, then the keys.
+    /// order the Syncano API answers: the instance first, then the keys. A
+    /// user key that goes with no user of the instance is ignored, as the
+    /// platform did; the binary protocol's `Auth` refuses it instead.
     ///
     /// # Errors
     /// [`HttpAuthError`].
@@ -371,8 +373,19 @@ impl Broker {
             return Err(HttpAuthError::InstanceNotFound);
         }
         let key = key.ok_or(HttpAuthError::Anonymous)?;
-        self.authenticate(instance, key, user_key.unwrap_or(""))
-            .map_err(|_| HttpAuthError::NoSuchKey)
+        match (
+            self.authenticate(instance, key, user_key.unwrap_or("")),
+            user_key,
+        ) {
+            (Ok(caller), _) => Ok(caller),
+            // As the platform did (`get_auth_user`): a user key that names
+            // no user of the instance is ignored, and the request runs as
+            // the key alone, which can do no more than with a user.
+            (Err(_), Some(_)) => self
+                .authenticate(instance, key, "")
+                .map_err(|_| HttpAuthError::NoSuchKey),
+            (Err(_), None) => Err(HttpAuthError::NoSuchKey),
+        }
     }
 
     /// Takes one poll from the rate of `caller`'s instance.

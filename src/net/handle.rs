@@ -267,7 +267,12 @@ impl IoThread {
             } => {
                 let ch = self.lookup(index, channel)?;
                 self.access(index, &ch)?.check_read()?;
-                let room = check_room(&ch, room)?;
+                let every_room = room.is_empty() && self.caller(index)?.reads_every_room();
+                let room = if every_room {
+                    None
+                } else {
+                    check_room(&ch, room)?
+                };
                 let viewer = self.viewer(index);
                 let order = if newest_first {
                     Order::NewestFirst

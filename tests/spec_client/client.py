@@ -221,6 +221,31 @@ def payload_rules(addr, key):
     print("payloads ok")
 
 
+def history_rules(addr, key):
+    """History: the page cap, and whole-channel reads of separate rooms."""
+    c, _, _ = connect(addr, key)
+    create = {"name": "roomed", "type": "separate_rooms", "other_permissions": "subscribe"}
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps(create).encode()))
+    for room in ("a", "b"):
+        c.reply(c.send(OP_PUBLISH, publish_body("roomed", 1, [b"m"], room=room)))
+    hist = lambda room, limit=10: s16("roomed") + s16(room) + struct.pack("<BQQI", 0, 0, 0, limit)
+    op, body = c.reply(c.send(OP_HISTORY, hist("")))
+    assert op == OP_HISTORY_PAGE, body
+    page = records(body[4:], struct.unpack("<I", body[:4])[0])
+    assert [(r["id"], r["room"]) for r in page] == [(2, "b"), (1, "a")], page
+    op, err = c.reply(c.send(OP_HISTORY, hist("a", 1001)))
+    assert op == OP_ERROR and err["code"] == E_BAD_REQUEST, err
+    api = admin(c, {"op": "key.create"})
+    user = admin(c, {"op": "user.create", "username": "reader"})
+    u, kind, _ = connect(addr, api["key"], user["user_key"])
+    assert kind == 2
+    op, err = u.reply(u.send(OP_HISTORY, hist("")))
+    assert op == OP_ERROR and err["code"] == E_ROOM_REQUIRED, err
+    op, body = u.reply(u.send(OP_HISTORY, hist("A")))
+    assert op == OP_HISTORY_PAGE and struct.unpack("<I", body[:4])[0] == 1
+    print("history rules ok")
+
+
 def records(buf, count):
     """Walks `count` records, checking each CRC (CRC-32 of bytes [8, 8+len))."""
     out, pos = [], 0
@@ -340,6 +365,7 @@ def main(addr, key):
     order_rules(addr, key)
     name_rules(addr, key)
     payload_rules(addr, key)
+    history_rules(addr, key)
 
 
 if __name__ == "__main__":
