@@ -6,7 +6,10 @@ creates a channel, subscribes from the earliest message, publishes a batch
 with acknowledgements, reads the pushed records (checking every CRC), reads a
 history page and triggers an error; then creates an instance, an API key, a
 user and a channel there with Admin commands, and checks what that API key and
-user may do. It prints one line per check.
+user may do. Then it checks, one function per section, the rules a client
+relies on: the handshake, request ids, response order, names, payloads,
+history, and last (after printing "waiting for shutdown", when the test stops
+the server) the shutdown. It prints one line per check.
 """
 import json
 import socket
@@ -23,6 +26,7 @@ OP_CHANNEL, OP_ADMIN_RESULT, OP_DELIVER, OP_ERROR = 0xC0, 0xC2, 0xE0, 0xFF
 FLAG_ROOM = 1 << 3
 E_MALFORMED_FRAME, E_UNSUPPORTED_VERSION, E_HELLO_REQUIRED = 1, 3, 4
 E_BAD_REQUEST, E_CHANNEL_NOT_FOUND, E_ROOM_REQUIRED, E_INVALID_NAME = 6, 20, 22, 25
+E_SHUTTING_DOWN = 42
 
 
 def s16(text):
@@ -246,6 +250,27 @@ def history_rules(addr, key):
     print("history rules ok")
 
 
+def shutdown_rules(addr, key):
+    """Connection lifecycle 9: after what it owed, every connection gets
+    ShuttingDown on request_id 0, then the close."""
+    c, _, _ = connect(addr, key)
+    sub = struct.pack("<I", 3) + s16("py") + s16("") + struct.pack("<BQ", 0, 0)
+    op, _ = c.reply(c.send(OP_SUBSCRIBE, sub))
+    assert op == OP_SUBSCRIBED
+    bare = Conn(addr)  # not even a Hello yet
+    print("waiting for shutdown", flush=True)
+    for conn in (c, bare):
+        conn.sock.settimeout(30)
+        while True:
+            opcode, rid, body = conn.read_frame()
+            if opcode != OP_ERROR:
+                continue
+            assert rid == 0 and struct.unpack("<H", body[:2])[0] == E_SHUTTING_DOWN, body
+            break
+        expect_closed(conn)
+    print("shutdown ok")
+
+
 def records(buf, count):
     """Walks `count` records, checking each CRC (CRC-32 of bytes [8, 8+len))."""
     out, pos = [], 0
@@ -366,6 +391,7 @@ def main(addr, key):
     name_rules(addr, key)
     payload_rules(addr, key)
     history_rules(addr, key)
+    shutdown_rules(addr, key)
 
 
 if __name__ == "__main__":
