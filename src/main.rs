@@ -6,7 +6,8 @@
 //! `tidewire::client`.
 //!
 //! Exit codes: 0 success, 1 the server refused a request (or the server
-//! failed), 2 usage error, 3 connection error.
+//! failed), 2 usage error, 3 connection error (including a server that shut
+//! down).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use message_cli::{FetchArgs, HistoryArgs, PubArgs};
 use sub_cli::SubArgs;
 use tidewire::client::{error_code_name, Client, ClientError, ConnectOptions};
 use tidewire::config::{self, ServerConfig};
+use tidewire::wire::ErrorCode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -179,6 +181,17 @@ fn report(failure: Failure) -> ExitCode {
         Failure::Usage(why) => {
             eprintln!("error: {why}");
             ExitCode::from(2)
+        }
+        Failure::Client(
+            e @ ClientError::Server {
+                code: ErrorCode::ShuttingDown,
+                ..
+            },
+        ) => {
+            // A connection ended by the server's shutdown is a connection
+            // error, not a refused request.
+            eprintln!("error: {e}");
+            ExitCode::from(3)
         }
         Failure::Client(ClientError::Server { code, message }) => {
             eprintln!(

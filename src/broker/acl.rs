@@ -167,6 +167,21 @@ impl Caller {
         )
     }
 
+    /// True for the callers that may read the history of a
+    /// `separate_rooms` channel without naming a room: admin keys and API
+    /// keys with `ignore_acl` (Syncano's "Viewing history of a Channel
+    /// Socket with separate_rooms"). Everyone else names a room.
+    pub fn reads_every_room(&self) -> bool {
+        matches!(
+            self.principal,
+            Principal::Admin { .. }
+                | Principal::ApiKey {
+                    ignore_acl: true,
+                    ..
+                }
+        )
+    }
+
     /// `Ok` for admin keys.
     ///
     /// # Errors

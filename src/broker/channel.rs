@@ -1,5 +1,6 @@
 //! A channel: its settings (the Syncano channel fields) and its log reader.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -113,19 +114,53 @@ pub fn is_slug(name: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Checks a channel name: 1..=64 bytes of `a-z`, `0-9`, `_`, `-`.
+/// A channel name as every path (binary and HTTP, create and lookup) reads
+/// it: ASCII letters lower-cased, then 1..=64 bytes of `a-z`, `0-9`, `_`,
+/// `-`. Borrows `name` when it is already in that form.
 ///
 /// # Errors
-/// `InvalidName` naming the rule broken.
-pub fn validate_name(name: &str) -> Result<(), WireError> {
-    if is_slug(name, limits::CHANNEL_NAME_LEN_MAX) {
-        Ok(())
-    } else {
-        Err(WireError::new(
-            ErrorCode::InvalidName,
-            "channel names are 1 to 64 characters of a-z, 0-9, '_' and '-'",
-        ))
+/// `BadRequest` for a name over `CHANNEL_NAME_LEN_MAX` bytes (lengths are
+/// checked first, as everywhere); `InvalidName` for an empty name or one
+/// with other characters.
+pub fn channel_name(name: &str) -> Result<Cow<'_, str>, WireError> {
+    if name.len() > limits::CHANNEL_NAME_LEN_MAX {
+        return Err(bad(format!(
+            "channel name is {} bytes, over CHANNEL_NAME_LEN_MAX ({})",
+            name.len(),
+            limits::CHANNEL_NAME_LEN_MAX
+        )));
     }
+    let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    if !is_slug(&name, limits::CHANNEL_NAME_LEN_MAX) {
+        return Err(WireError::new(
+            ErrorCode::InvalidName,
+            format!(
+                "invalid channel name {name:?}: channel names are 1 to 64 characters of a-z, 0-9, '_' and '-' (A-Z read as a-z)"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// Checks a room (not empty; at most `ROOM_LEN_MAX` bytes, checked where
+/// it is read): any UTF-8 but control characters (U+0000 to U+001F, U+007F
+/// to U+009F). Rooms compare with ASCII letters lower-cased; that is done
+/// where they are read.
+///
+/// # Errors
+/// `InvalidName`.
+pub fn check_room_name(room: &str) -> Result<(), WireError> {
+    if room.chars().any(char::is_control) {
+        return Err(WireError::new(
+            ErrorCode::InvalidName,
+            format!("invalid room {room:?}: rooms may not contain control characters"),
+        ));
+    }
+    Ok(())
 }
 
 impl ChannelSettings {
@@ -165,9 +200,8 @@ impl ChannelSettings {
         let name = v
             .get("name")
             .and_then(Value::as_str)
-            .ok_or_else(|| bad("name is required"))?
-            .to_ascii_lowercase();
-        validate_name(&name)?;
+            .ok_or_else(|| bad("name is required"))?;
+        let name = channel_name(name)?.into_owned();
         let kind = match v.get("type").map(|t| t.as_str()) {
             None | Some(Some("default")) => ChannelKind::Default,
             Some(Some("separate_rooms")) => ChannelKind::SeparateRooms,
@@ -190,7 +224,9 @@ impl ChannelSettings {
         Ok(s)
     }
 
-    /// A copy with the mutable fields of `v` applied.
+    /// A copy with the mutable fields of `v` applied. `name` and `type`
+    /// are read-only: `v` may carry them only with the current values (the
+    /// name in any case).
     ///
     /// # Errors
     /// `BadRequest` when `v` changes `name` or `type`, or a field is invalid.
@@ -200,13 +236,24 @@ impl ChannelSettings {
         now_us: u64,
     ) -> Result<ChannelSettings, WireError> {
         if let Some(name) = v.get("name") {
-            if name.as_str() != Some(self.name.as_str()) {
-                return Err(bad("name is read-only"));
+            let same = name
+                .as_str()
+                .and_then(|n| channel_name(n).ok())
+                .is_some_and(|n| n == self.name);
+            if !same {
+                return Err(bad(format!(
+                    "name is read-only: {:?} cannot be renamed",
+                    self.name
+                )));
             }
         }
         if let Some(kind) = v.get("type") {
             if kind.as_str() != Some(self.kind.name()) {
-                return Err(bad("type is read-only"));
+                return Err(bad(format!(
+                    "type is read-only: {:?} stays {}",
+                    self.name,
+                    self.kind.name()
+                )));
             }
         }
         let mut s = self.clone();
@@ -371,11 +418,22 @@ mod tests {
     }
 
     #[test]
-    fn names_are_lower_case_slugs() {
-        assert!(validate_name("orders-eu_1").is_ok());
-        for bad in ["", "a b", "Ä", "../x", "%2e%2e", &"x".repeat(65)] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
+    fn names_are_lower_case_slugs_read_the_same_on_every_path() {
+        assert_eq!(channel_name("orders-eu_1").unwrap(), "orders-eu_1");
+        assert!(matches!(channel_name("orders"), Ok(Cow::Borrowed(_))));
+        assert_eq!(channel_name("Orders-EU").unwrap(), "orders-eu");
+        for bad in ["", "a b", "Ä", "../x", "%2e%2e"] {
+            assert_eq!(
+                channel_name(bad).unwrap_err().code,
+                ErrorCode::InvalidName,
+                "{bad:?}"
+            );
         }
+        assert_eq!(
+            channel_name(&"x".repeat(65)).unwrap_err().code,
+            ErrorCode::BadRequest,
+            "an over-long name is a length error, like every field over its limit"
+        );
     }
 
     #[test]
@@ -407,7 +465,10 @@ mod tests {
             .updated(&obj(json!({"type": "separate_rooms"})), 2)
             .is_err());
         let u = s
-            .updated(&obj(json!({"name": "a", "description": "d"})), 2)
+            .updated(
+                &obj(json!({"name": "A", "type": "default", "description": "d"})),
+                2,
+            )
             .unwrap();
         assert_eq!(u.description, "d");
         assert_eq!(u.updated_at_us, 2);

@@ -25,8 +25,8 @@ use crossbeam_queue::ArrayQueue;
 
 pub use acl::{access, Access, Caller, Principal, UserRef};
 pub use channel::{
-    global_channel_id, is_builtin_name, Channel, ChannelKind, ChannelSettings, Permission,
-    DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
+    channel_name, check_room_name, global_channel_id, is_builtin_name, Channel, ChannelKind,
+    ChannelSettings, Permission, DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
 };
 pub use keys::{generate_key, hash_key, KeyHash, KeyIndex, KeyOwner};
 pub use tenancy::{
@@ -358,7 +358,9 @@ impl Broker {
     }
 
     /// Checks the keys of an HTTP request to instance `instance`, in the
-    /// order the Syncano API answers: the instance first, then the keys.
+    /// order the Syncano API answers: the instance first, then the keys. A
+    /// user key that goes with no user of the instance is ignored, as the
+    /// platform did; the binary protocol's `Auth` refuses it instead.
     ///
     /// # Errors
     /// [`HttpAuthError`].
@@ -372,8 +374,19 @@ impl Broker {
             return Err(HttpAuthError::InstanceNotFound);
         }
         let key = key.ok_or(HttpAuthError::Anonymous)?;
-        self.authenticate(instance, key, user_key.unwrap_or(""))
-            .map_err(|_| HttpAuthError::NoSuchKey)
+        match (
+            self.authenticate(instance, key, user_key.unwrap_or("")),
+            user_key,
+        ) {
+            (Ok(caller), _) => Ok(caller),
+            // As the platform did (`get_auth_user`): a user key that names
+            // no user of the instance is ignored, and the request runs as
+            // the key alone, which can do no more than with a user.
+            (Err(_), Some(_)) => self
+                .authenticate(instance, key, "")
+                .map_err(|_| HttpAuthError::NoSuchKey),
+            (Err(_), None) => Err(HttpAuthError::NoSuchKey),
+        }
     }
 
     /// Takes one poll from the rate of `caller`'s instance.
@@ -499,16 +512,23 @@ impl Broker {
         }
     }
 
-    /// The channel called `name` in the caller's instance (no access check).
+    /// The channel called `name` in the caller's instance (no access
+    /// check), the name read by [`channel_name`] as on every path.
     ///
     /// # Errors
-    /// `InstanceNotFound`, `ChannelNotFound`.
+    /// `BadRequest`/`InvalidName` for a name that cannot be one,
+    /// `InstanceNotFound`, `ChannelNotFound` (naming the instance searched).
     pub fn channel(&self, caller: &Caller, name: &str) -> Result<Arc<Channel>, BrokerError> {
-        caller
-            .instance()?
-            .channel(name)
+        let name = channel_name(name)?;
+        let inst = caller.instance()?;
+        inst.channel(&name)
             .filter(|c| !c.is_deleted())
-            .ok_or_else(|| err(ErrorCode::ChannelNotFound, format!("no channel {name:?}")))
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::ChannelNotFound,
+                    format!("no channel {name:?} in instance {:?}", inst.name()),
+                )
+            })
     }
 
     /// What `caller` may do on `ch` now.

@@ -70,7 +70,11 @@ impl Broker {
         if inst.channel(&settings.name).is_some() {
             return Err(err(
                 ErrorCode::ChannelExists,
-                format!("channel {:?} exists", settings.name),
+                format!(
+                    "channel {:?} exists in instance {:?}",
+                    settings.name,
+                    inst.name()
+                ),
             ));
         }
         if inst.channel_count() >= self.limits.channels_per_instance_max {
@@ -185,10 +189,10 @@ impl Broker {
         if ch.is_builtin() {
             return Err(err(
                 ErrorCode::PermissionDenied,
-                format!("the built-in channel {name:?} cannot be deleted"),
+                format!("the built-in channel {:?} cannot be deleted", ch.name()),
             ));
         }
-        inst.channels_mut().remove(name);
+        inst.channels_mut().remove(ch.name());
         ch.mark_deleted();
         self.channel_total.fetch_sub(1, Ordering::AcqRel);
         self.send_to_writer(WriterMsg::RemoveChannel { id: ch.id });

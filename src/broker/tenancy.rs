@@ -326,19 +326,29 @@ fn bad(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::BadRequest, message)
 }
 
+/// Checks a name's length first: over `max` bytes is a length error
+/// (`BadRequest`), as for every field over its limit.
+fn check_name_len(what: &str, name: &str, max: usize) -> Result<(), WireError> {
+    if name.len() > max {
+        return Err(bad(format!("{what} is {} bytes, over {max}", name.len())));
+    }
+    Ok(())
+}
+
 /// Checks an instance name: 1..=64 bytes of `a-z`, `0-9`, `_`, `-`. Names
 /// never reach the file system (directories are named by id); the rule keeps
 /// them usable in URLs as they are.
 ///
 /// # Errors
-/// `InvalidName`.
+/// `BadRequest` over 64 bytes, `InvalidName` otherwise.
 pub fn validate_instance_name(name: &str) -> Result<(), WireError> {
+    check_name_len("instance name", name, limits::INSTANCE_NAME_LEN_MAX)?;
     if super::channel::is_slug(name, limits::INSTANCE_NAME_LEN_MAX) {
         Ok(())
     } else {
         Err(WireError::new(
             ErrorCode::InvalidName,
-            "instance names are 1 to 64 characters of a-z, 0-9, '_' and '-'",
+            format!("invalid instance name {name:?}: instance names are 1 to 64 characters of a-z, 0-9, '_' and '-'"),
         ))
     }
 }
@@ -347,10 +357,10 @@ pub fn validate_instance_name(name: &str) -> Result<(), WireError> {
 /// digits and `. _ @ + -`.
 ///
 /// # Errors
-/// `InvalidName`.
+/// `BadRequest` over the length limit, `InvalidName` otherwise.
 pub fn validate_username(name: &str) -> Result<(), WireError> {
+    check_name_len("user name", name, limits::USERNAME_LEN_MAX)?;
     let ok = !name.is_empty()
-        && name.len() <= limits::USERNAME_LEN_MAX
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".@_+-".contains(&b));
@@ -359,7 +369,7 @@ pub fn validate_username(name: &str) -> Result<(), WireError> {
     } else {
         Err(WireError::new(
             ErrorCode::InvalidName,
-            "user names are 1 to 64 characters of letters, digits and . _ @ + -",
+            format!("invalid user name {name:?}: user names are 1 to 64 characters of letters, digits and . _ @ + -"),
         ))
     }
 }
@@ -367,11 +377,10 @@ pub fn validate_username(name: &str) -> Result<(), WireError> {
 /// Checks a group name: 1..=`GROUP_NAME_LEN_MAX` printable bytes.
 ///
 /// # Errors
-/// `InvalidName`.
+/// `BadRequest` over the length limit, `InvalidName` otherwise.
 pub fn validate_group_name(name: &str) -> Result<(), WireError> {
-    let ok = !name.is_empty()
-        && name.len() <= limits::GROUP_NAME_LEN_MAX
-        && !name.chars().any(char::is_control);
+    check_name_len("group name", name, limits::GROUP_NAME_LEN_MAX)?;
+    let ok = !name.is_empty() && !name.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {
@@ -416,12 +425,25 @@ mod tests {
 
     #[test]
     fn user_and_group_names_are_bounded() {
+        let code = |r: Result<(), WireError>| r.unwrap_err().code;
         assert!(validate_username("ann.lee+1@x").is_ok());
-        assert!(validate_username("ann lee").is_err());
-        assert!(validate_username(&"u".repeat(65)).is_err());
+        assert_eq!(code(validate_username("ann lee")), ErrorCode::InvalidName);
         assert!(validate_group_name("Ops team").is_ok());
-        assert!(validate_group_name("a\nb").is_err());
-        assert!(validate_group_name("").is_err());
+        assert_eq!(code(validate_group_name("a\nb")), ErrorCode::InvalidName);
+        assert_eq!(code(validate_group_name("")), ErrorCode::InvalidName);
+        // Over its length limit a name is a length error, like any field.
+        assert_eq!(
+            code(validate_username(&"u".repeat(65))),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(validate_group_name(&"g".repeat(65))),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(validate_instance_name(&"i".repeat(65))),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum ApiError {
     LastIdInvalid,
     /// 400 `{"room": ["Ensure this field has no more than 128 characters."]}`.
     RoomTooLong,
+    /// 400 `{"room": ["Rooms may not contain control characters."]}` (the
+    /// room rule of the binary protocol, on every path).
+    RoomInvalid,
     /// 400 `{"payload": ["Payload passed in invalid format."]}`.
     PayloadInvalidFormat,
     /// 400 `{"payload": ["Not a valid JSON string."]}`.
@@ -104,9 +107,9 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         use ApiError::*;
         match self {
-            RoomRequired | LastIdInvalid | RoomTooLong | PayloadInvalidFormat | PayloadNotJson
-            | BadPageParameter | Validation(_) | JsonParse(_) | JsonTooDeep | NotAnObject(_)
-            | FieldNull(_) | NotAString(_) | WebSocketExpected | Malformed(_)
+            RoomRequired | LastIdInvalid | RoomTooLong | RoomInvalid | PayloadInvalidFormat
+            | PayloadNotJson | BadPageParameter | Validation(_) | JsonParse(_) | JsonTooDeep
+            | NotAnObject(_) | FieldNull(_) | NotAString(_) | WebSocketExpected | Malformed(_)
             | TooManyParameters => 400,
             NoSuchApiKey | PermissionDenied | CustomPublishDisabled | ObjectPublishDenied => 403,
             NotFound | ChannelNotFound | InstanceNotFound => 404,
@@ -138,6 +141,7 @@ impl ApiError {
         match self {
             RoomRequired => json!({ "room": ROOM_REQUIRED }),
             LastIdInvalid => field_list("last_id", "A valid integer is required."),
+            RoomInvalid => field_list("room", "Rooms may not contain control characters."),
             RoomTooLong => field_list(
                 "room",
                 &format!(
@@ -217,8 +221,8 @@ impl ApiError {
             Unavailable(why) => return why.clone(),
             ServerError => "A server error occurred.",
             // The field errors are built in `to_json` and never get here.
-            RoomRequired | LastIdInvalid | RoomTooLong | PayloadInvalidFormat | PayloadNotJson
-            | NotAnObject(_) | FieldNull(_) | NotAString(_) | Validation(_) => "",
+            RoomRequired | LastIdInvalid | RoomTooLong | RoomInvalid | PayloadInvalidFormat
+            | PayloadNotJson | NotAnObject(_) | FieldNull(_) | NotAString(_) | Validation(_) => "",
         };
         s.to_owned()
     }

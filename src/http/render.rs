@@ -84,14 +84,22 @@ fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 /// Appends one message object:
-/// `{"id","created_at","action","author","metadata","payload"[,"links"]}`.
+/// `{"id","room","created_at","action","author","metadata","payload"[,"links"]}`.
 ///
-/// `links` names the channel for `links.self`; poll answers pass `None`
-/// (Syncano omits `links` there), publish and history pass the channel.
+/// `room` is the message's room, or `null` (the Syncano guide's history
+/// and publish examples show it on every message, `null` on a default
+/// channel). `links` names the channel for `links.self`; poll answers pass
+/// `None` (Syncano omits `links` there), publish and history pass the
+/// channel.
 pub fn write_message(out: &mut Vec<u8>, view: &RecordView<'_>, links: Option<&ChannelPath<'_>>) {
     let start = out.len();
     out.extend_from_slice(b"{\"id\":");
     push_u64(out, view.id());
+    out.extend_from_slice(b",\"room\":");
+    match view.room() {
+        Some(room) => push_str(out, &String::from_utf8_lossy(room)),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"created_at\":");
     push_str(out, &format_rfc3339_us(view.created_at_us()));
     out.extend_from_slice(b",\"action\":");
@@ -392,7 +400,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(got).unwrap(),
-            r#"{"id":8,"created_at":"2015-05-19T15:53:19.281155Z","action":"custom","author":{"admin":12},"metadata":{"type":"message"},"payload":{"content":"hello!"},"links":{"self":"/v1.1/instances/i/channels/c/history/8/"}}"#
+            r#"{"id":8,"room":null,"created_at":"2015-05-19T15:53:19.281155Z","action":"custom","author":{"admin":12},"metadata":{"type":"message"},"payload":{"content":"hello!"},"links":{"self":"/v1.1/instances/i/channels/c/history/8/"}}"#
         );
     }
 
@@ -407,7 +415,7 @@ mod tests {
         });
         assert_eq!(
             String::from_utf8(got).unwrap(),
-            r#"{"id":9,"created_at":"1970-01-01T00:00:00.000000Z","action":"custom","author":{"api_key":2805,"user":1},"metadata":{"type":"message"},"payload":{"a":[1,2]}}"#
+            r#"{"id":9,"room":null,"created_at":"1970-01-01T00:00:00.000000Z","action":"custom","author":{"api_key":2805,"user":1},"metadata":{"type":"message"},"payload":{"a":[1,2]}}"#
         );
     }
 
@@ -430,7 +438,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(got).unwrap(),
-            r#"{"id":10,"created_at":"1970-01-01T00:00:01.000001Z","action":"update","author":{"api_key":4},"metadata":{"type":"object","class":"books"},"payload":{"id":3,"title":"x"},"links":{"self":"/v1.1/instances/i/channels/c/history/10/"}}"#
+            r#"{"id":10,"room":"lobby","created_at":"1970-01-01T00:00:01.000001Z","action":"update","author":{"api_key":4},"metadata":{"type":"object","class":"books"},"payload":{"id":3,"title":"x"},"links":{"self":"/v1.1/instances/i/channels/c/history/10/"}}"#
         );
     }
 
@@ -512,7 +520,7 @@ mod tests {
             write_history_page(&mut out, &links, [*v, *v], &PATH);
             out
         });
-        let one = r#"{"id":3,"created_at":"1970-01-01T00:00:00.000000Z","action":"custom","author":{},"metadata":{"type":"message"},"payload":{},"links":{"self":"/v1.1/instances/i/channels/c/history/3/"}}"#;
+        let one = r#"{"id":3,"room":null,"created_at":"1970-01-01T00:00:00.000000Z","action":"custom","author":{},"metadata":{"type":"message"},"payload":{},"links":{"self":"/v1.1/instances/i/channels/c/history/3/"}}"#;
         assert_eq!(
             String::from_utf8(got).unwrap(),
             format!(r#"{{"next":"/n?x=1","prev":null,"objects":[{one},{one}]}}"#)

@@ -68,10 +68,12 @@ fn authorization_key(value: &str) -> Option<&str> {
 
 /// Parses the body of `req` into its fields.
 ///
-/// An empty body is an empty object whatever its type. `application/json`
-/// must be a JSON object no deeper than [`limits::HTTP_JSON_DEPTH_MAX`];
-/// `application/x-www-form-urlencoded` gives string fields (first value of
-/// a repeated name wins).
+/// An empty body is an empty object whatever its type. `application/json`,
+/// and `text/plain` as the platform's `PreflightParser` read it (a browser
+/// sends JSON as `text/plain` to avoid a CORS preflight, `legacy-apis.md`
+/// §1.8), must be a JSON object no deeper than
+/// [`limits::HTTP_JSON_DEPTH_MAX`]; `application/x-www-form-urlencoded`
+/// gives string fields (first value of a repeated name wins).
 ///
 /// # Errors
 /// 400 for invalid JSON (DRF's `JSON parse error - …`), too deep a nesting,
@@ -82,7 +84,7 @@ pub fn parse_body(req: &Request) -> Result<JsonMap, ApiError> {
         return Ok(JsonMap::new());
     }
     match req.media_type().as_deref() {
-        Some("application/json") => parse_json_object(&req.body),
+        Some("application/json" | "text/plain") => parse_json_object(&req.body),
         Some("application/x-www-form-urlencoded") => {
             let pairs = parse_pairs(&req.body).map_err(|e| e.to_api_error())?;
             let mut map = JsonMap::new();
@@ -193,21 +195,25 @@ fn minify_json(text: &str) -> Vec<u8> {
 /// than 128 characters is DRF's max-length error. The limit also holds in
 /// bytes ([`limits::ROOM_LEN_MAX`]), because that is what a record can
 /// store: a room of 128 characters that are not all ASCII is refused with the
-/// same error. The room is returned as sent; the broker lower-cases it.
+/// same error. A control character is refused as on the binary protocol.
+/// The room is returned as sent; its ASCII letters are lower-cased later.
 ///
 /// # Errors
-/// [`ApiError::RoomTooLong`].
+/// [`ApiError::RoomTooLong`], [`ApiError::RoomInvalid`].
 pub fn room_param(value: Option<&str>) -> Result<Option<String>, ApiError> {
     match value {
         None | Some("") => Ok(None),
         Some(room) if room.len() > limits::ROOM_LEN_MAX => Err(ApiError::RoomTooLong),
+        Some(room) if room.chars().any(char::is_control) => Err(ApiError::RoomInvalid),
         Some(room) => Ok(Some(room.to_owned())),
     }
 }
 
 /// The room a request on a channel of type `kind` works on: required (400
-/// `RoomRequired`) on `separate_rooms` channels for every caller, ignored on
-/// `default` channels, for poll, publish and history alike.
+/// `RoomRequired`) on `separate_rooms` channels, ignored on `default`
+/// channels, for poll, publish and history alike. (The one exception, a
+/// history read of a whole `separate_rooms` channel by an admin or
+/// `ignore_acl` key, is decided before this is asked.)
 ///
 /// Syncano's history looked a room up even on a `default` channel and so
 /// returned an empty page for any room (§1.7); here the room is ignored
@@ -504,6 +510,9 @@ mod tests {
         let m = parse_body(&r).unwrap();
         assert_eq!(m.get("room"), Some(&Value::String("r 1".into())));
         assert_eq!(m.get("payload"), Some(&Value::String("{}".into())));
+        // JSON sent as text/plain (no CORS preflight) is JSON.
+        let m = parse_body(&post("text/plain;charset=UTF-8", r#"{"room":"r"}"#)).unwrap();
+        assert_eq!(m.get("room"), Some(&Value::String("r".into())));
         // An empty body is {} whatever its type.
         assert!(parse_body(&get("/", "Content-Type: text/plain\r\n"))
             .unwrap()
@@ -535,12 +544,17 @@ mod tests {
             (
                 "text/plain",
                 "hi",
-                r#"{"detail":"Unsupported media type \"text/plain\" in request."}"#,
+                r#"{"detail":"JSON parse error - expected value at line 1 column 1"}"#,
+            ),
+            (
+                "text/html",
+                "hi",
+                r#"{"detail":"Unsupported media type \"text/html\" in request."}"#,
             ),
         ];
         for (ct, body, want) in table {
             let err = parse_body(&post(ct, body)).unwrap_err();
-            assert_eq!(err.status(), if *ct == "text/plain" { 415 } else { 400 });
+            assert_eq!(err.status(), if *ct == "text/html" { 415 } else { 400 });
             assert_eq!(String::from_utf8(err.body()).unwrap(), *want, "{body}");
         }
     }
@@ -657,6 +671,15 @@ mod tests {
         );
         let (r, m) = json_post(&format!(r#"{{"room":"{long}"}}"#));
         assert_eq!(publish_params(&r, &m), Err(ApiError::RoomTooLong));
+        // The binary protocol's room rule: no control characters.
+        assert_eq!(
+            poll_params(&get("/?room=a%0Ab", "")),
+            Err(ApiError::RoomInvalid)
+        );
+        assert_eq!(
+            String::from_utf8(ApiError::RoomInvalid.body()).unwrap(),
+            r#"{"room":["Rooms may not contain control characters."]}"#
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::conn::ConnKind;
 use super::IoThread;
+use crate::wire::{self, ErrorCode};
 
 /// How long a refused HTTP connection lingers before its close, µs.
 const LINGER_US: u64 = 2_000_000;
@@ -12,6 +14,37 @@ const LINGER_US: u64 = 2_000_000;
 const LINGER_BYTES_MAX: usize = 1024 * 1024;
 
 impl IoThread {
+    /// The last words of a graceful shutdown, once every publish taken was
+    /// answered: each binary connection gets `Error ShuttingDown` on
+    /// request id 0 and is closed once it is flushed; each parked HTTP poll
+    /// gets a 503 with `Retry-After`.
+    pub(super) fn announce_shutdown(&mut self) {
+        let indexes: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.kind == ConnKind::Binary && !c.closing && !c.lingering)
+            .map(|(i, _)| i)
+            .collect();
+        for index in indexes {
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            // Left over only by publishes that never reached the writer
+            // (they are not answered): nothing is sent out of order.
+            conn.acks.clear();
+            conn.coalesced = None;
+            wire::encode_error(
+                &mut conn.wbuf,
+                0,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later",
+            );
+            conn.closing = true;
+            self.mark_dirty(index);
+        }
+        self.refuse_parked_at_shutdown();
+    }
+
     /// Ends a connection whose last answer is written. One that was refused
     /// in the middle of a request (an HTTP framing error) first lingers: its
     /// write side is shut and what the client still sends is read and

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use super::conn::{Coalesced, PendingAck, Phase, Sub};
 use super::{ChannelSubs, IoThread};
 use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
-use crate::broker::{Access, Caller, Channel, ChannelKind};
+use crate::broker::{channel_name, check_room_name, Access, Caller, Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
 use crate::storage::{Order, Position};
@@ -278,7 +278,12 @@ impl IoThread {
             } => {
                 let ch = self.lookup(index, channel)?;
                 self.access(index, &ch)?.check_read()?;
-                let room = check_room(&ch, room)?;
+                let every_room = room.is_empty() && self.caller(index)?.reads_every_room();
+                let room = if every_room {
+                    None
+                } else {
+                    check_room(&ch, room)?
+                };
                 let viewer = self.viewer(index);
                 let order = if newest_first {
                     Order::NewestFirst
@@ -465,8 +470,11 @@ impl IoThread {
         );
     }
 
-    /// The channel `name` of the caller's instance, through this thread's cache.
+    /// The channel `name` of the caller's instance, through this thread's
+    /// cache (keyed by the name as [`channel_name`] reads it).
     fn lookup(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
+        let name = channel_name(name)?;
+        let name = name.as_ref();
         // The channel this connection used last, without hashing its name.
         if let Some(conn) = self.conns.get(index) {
             if let Some(ch) = &conn.last_channel {
@@ -483,6 +491,7 @@ impl IoThread {
         Ok(ch)
     }
 
+    /// [`lookup`](Self::lookup) of a normalised name through the thread's cache.
     fn lookup_cached(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
         let caller = self.caller(index)?;
         let instance = caller.instance()?.id();
@@ -551,7 +560,7 @@ impl IoThread {
         });
         let base = c.data.len();
         c.data.extend_from_slice(region);
-        let checked = check_bodies(&ch, channel, &mut c.data[base..], &ranges);
+        let checked = check_bodies(&ch, &mut c.data[base..], &ranges);
         self.ranges_scratch = ranges;
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
         let Some(c) = conn.coalesced.as_mut() else {
@@ -706,29 +715,38 @@ impl IoThread {
     }
 }
 
-/// Checks (and normalises in place) the message bodies of one publish frame.
-fn check_bodies(
-    ch: &Channel,
-    channel: &str,
-    data: &mut [u8],
-    ranges: &[(usize, usize)],
-) -> Result<(), WireError> {
+/// Checks (and normalises in place) the message bodies of one publish frame:
+/// each body, its payload against its content type, its room.
+fn check_bodies(ch: &Channel, data: &mut [u8], ranges: &[(usize, usize)]) -> Result<(), WireError> {
     for (i, &(s, e)) in ranges.iter().enumerate() {
-        let info = record::check_body(&mut data[s..e]).map_err(|e| match e {
+        let body = &mut data[s..e];
+        let info = record::check_body(body).map_err(|e| match e {
             RecordError::Malformed(why) => bad(format!("message {i}: {why}")),
             other => bad(format!("message {i}: {other}")),
         })?;
+        wire::check_payload(body, info.payload_len)
+            .map_err(|e| bad(format!("message {i}: {}", e.message)))?;
+        if let Some(room) = info.room.and_then(|(s, e)| body.get(s..e)) {
+            // `check_body` checked that the room is UTF-8.
+            let room = std::str::from_utf8(room).unwrap_or_default();
+            check_room_name(room)
+                .map_err(|e| WireError::new(e.code, format!("message {i}: {}", e.message)))?;
+        }
         if ch.kind() == ChannelKind::SeparateRooms && info.room.is_none() {
             return Err(WireError::new(
                 ErrorCode::RoomRequired,
-                format!("message {i}: channel {channel:?} has separate rooms; name a room"),
+                format!(
+                    "message {i}: channel {:?} has separate rooms; name a room",
+                    ch.name()
+                ),
             ));
         }
     }
     Ok(())
 }
 
-/// The room a request names, lower-cased; required on separate-rooms channels.
+/// The room a request names (`ROOM_LEN_MAX` was checked by the codec),
+/// ASCII letters lower-cased; required on separate-rooms channels.
 fn check_room(ch: &Channel, room: &str) -> Result<Option<Vec<u8>>, WireError> {
     if room.is_empty() {
         if ch.kind() == ChannelKind::SeparateRooms {
@@ -739,11 +757,6 @@ fn check_room(ch: &Channel, room: &str) -> Result<Option<Vec<u8>>, WireError> {
         }
         return Ok(None);
     }
-    if room.len() > limits::ROOM_LEN_MAX {
-        return Err(WireError::new(
-            ErrorCode::InvalidName,
-            "room over ROOM_LEN_MAX",
-        ));
-    }
-    Ok(Some(room.to_lowercase().into_bytes()))
+    check_room_name(room)?;
+    Ok(Some(room.to_ascii_lowercase().into_bytes()))
 }

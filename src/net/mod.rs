@@ -182,7 +182,10 @@ impl IoThread {
                     Instant::now()
                 });
                 if self.broker.writer_done.load(Ordering::Acquire) {
+                    // Every publish taken is answered first; then every
+                    // connection learns why it is closed.
                     self.drain_completions();
+                    self.announce_shutdown();
                     self.flush_dirty();
                     self.final_flush();
                     return Ok(());

@@ -22,6 +22,7 @@ mod codec;
 mod codes;
 #[doc(hidden)]
 pub mod fuzzing;
+mod payload;
 mod reader;
 mod request;
 mod response;
@@ -29,6 +30,7 @@ mod response;
 mod tests;
 
 pub use codec::*;
+pub use payload::check_payload;
 pub use request::*;
 pub use response::*;
 

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: a real server on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -6,7 +6,10 @@ creates a channel, subscribes from the earliest message, publishes a batch
 with acknowledgements, reads the pushed records (checking every CRC), reads a
 history page and triggers an error; then creates an instance, an API key, a
 user and a channel there with Admin commands, and checks what that API key and
-user may do. It prints one line per check.
+user may do. Then it checks, one function per section, the rules a client
+relies on: the handshake, request ids, response order, names, payloads,
+history, and last (after printing "waiting for shutdown", when the test stops
+the server) the shutdown. It prints one line per check.
 """
 import json
 import socket
@@ -16,13 +19,14 @@ import zlib
 
 OP_HELLO, OP_AUTH, OP_PING = 0x01, 0x02, 0x03
 OP_PUBLISH, OP_SUBSCRIBE, OP_HISTORY = 0x10, 0x20, 0x30
-OP_CHANNEL_CREATE, OP_ADMIN = 0x40, 0x50
+OP_CHANNEL_CREATE, OP_CHANNEL_GET, OP_CHANNEL_UPDATE, OP_ADMIN = 0x40, 0x41, 0x43, 0x50
 OP_HELLO_OK, OP_AUTH_OK, OP_PONG = 0x81, 0x82, 0x83
 OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
 OP_CHANNEL, OP_ADMIN_RESULT, OP_DELIVER, OP_ERROR = 0xC0, 0xC2, 0xE0, 0xFF
 FLAG_ROOM = 1 << 3
 E_MALFORMED_FRAME, E_UNSUPPORTED_VERSION, E_HELLO_REQUIRED = 1, 3, 4
-E_BAD_REQUEST, E_CHANNEL_NOT_FOUND = 6, 20
+E_BAD_REQUEST, E_CHANNEL_NOT_FOUND, E_ROOM_REQUIRED, E_INVALID_NAME = 6, 20, 22, 25
+E_SHUTTING_DOWN = 42
 
 
 def s16(text):
@@ -165,6 +169,108 @@ def order_rules(addr, key):
     print("response order ok")
 
 
+def name_rules(addr, key):
+    """Conventions: channel names, rooms, and length-first error codes."""
+    c, _, _ = connect(addr, key)
+
+    def code_of(opcode, body):
+        op, got = c.reply(c.send(opcode, body))
+        return got["code"] if op == OP_ERROR else op
+
+    create = {"name": "Py_Mixed", "type": "separate_rooms"}
+    op, body = c.reply(c.send(OP_CHANNEL_CREATE, json.dumps(create).encode()))
+    assert op == OP_CHANNEL and json.loads(body)["name"] == "py_mixed", body
+    assert code_of(OP_CHANNEL_GET, s16("PY_MIXED")) == OP_CHANNEL
+    assert code_of(OP_PUBLISH, publish_body("pY_mIxEd", 1, [b"m"], room="Lobby")) == OP_PUBLISH_ACK
+    hist = s16("Py_Mixed") + s16("LOBBY") + struct.pack("<BQQI", 0, 0, 0, 10)
+    op, body = c.reply(c.send(OP_HISTORY, hist))
+    assert op == OP_HISTORY_PAGE
+    page = records(body[4:], struct.unpack("<I", body[:4])[0])
+    assert [r["room"] for r in page] == ["lobby"], page
+    for bad in ("", "a b", "caf\u00e9"):
+        assert code_of(OP_CHANNEL_GET, s16(bad)) == E_INVALID_NAME, bad
+        assert code_of(OP_CHANNEL_CREATE, json.dumps({"name": bad}).encode()) == E_INVALID_NAME
+    long_name = "x" * 65
+    assert code_of(OP_CHANNEL_GET, s16(long_name)) == E_BAD_REQUEST
+    assert code_of(OP_CHANNEL_CREATE, json.dumps({"name": long_name}).encode()) == E_BAD_REQUEST
+    sub = lambda room: struct.pack("<I", 1) + s16("py_mixed") + s16(room) + struct.pack("<BQ", 0, 0)
+    assert code_of(OP_SUBSCRIBE, sub("a\nb")) == E_INVALID_NAME
+    assert code_of(OP_SUBSCRIBE, sub("r" * 129)) == E_BAD_REQUEST
+    assert code_of(OP_SUBSCRIBE, sub("")) == E_ROOM_REQUIRED
+    assert code_of(OP_PUBLISH, publish_body("py_mixed", 1, [b"m"], room="a\x01")) == E_INVALID_NAME
+    update = lambda fields: s16("PY_MIXED") + json.dumps(fields).encode()
+    assert code_of(OP_CHANNEL_UPDATE, update({"name": "PY_MIXED", "type": "separate_rooms"})) == OP_CHANNEL
+    assert code_of(OP_CHANNEL_UPDATE, update({"type": "default"})) == E_BAD_REQUEST
+    assert code_of(OP_CHANNEL_UPDATE, update({"name": "other"})) == E_BAD_REQUEST
+    print("names ok")
+
+
+def payload_rules(addr, key):
+    """Message body: a payload keeps the promise of its content type."""
+    c, _, _ = connect(addr, key)
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "typed"}).encode()))
+
+    def publish(payloads, ctype):
+        op, got = c.reply(c.send(OP_PUBLISH, publish_body("typed", 1, payloads, ctype=ctype)))
+        return got["code"] if op == OP_ERROR else struct.unpack("<IQ", got[:12])
+
+    assert publish([b'{"a": [1, "x"]}', b" 7 ", b"null"], 1) == (3, 1)
+    assert publish(["h\u00e9".encode(), b""], 2) == (2, 4)
+    assert publish([b"\xff\x00", b""], 0) == (2, 6)
+    for payloads, ctype in (([b"{}", b'{"a":'], 1), ([b""], 1), ([b"ok", b"\xff"], 2)):
+        assert publish(payloads, ctype) == E_BAD_REQUEST, (payloads, ctype)
+    hist = s16("typed") + s16("") + struct.pack("<BQQI", 0, 0, 0, 100)
+    op, body = c.reply(c.send(OP_HISTORY, hist))
+    assert struct.unpack("<I", body[:4])[0] == 7, "a refused batch stores nothing"
+    print("payloads ok")
+
+
+def history_rules(addr, key):
+    """History: the page cap, and whole-channel reads of separate rooms."""
+    c, _, _ = connect(addr, key)
+    create = {"name": "roomed", "type": "separate_rooms", "other_permissions": "subscribe"}
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps(create).encode()))
+    for room in ("a", "b"):
+        c.reply(c.send(OP_PUBLISH, publish_body("roomed", 1, [b"m"], room=room)))
+    hist = lambda room, limit=10: s16("roomed") + s16(room) + struct.pack("<BQQI", 0, 0, 0, limit)
+    op, body = c.reply(c.send(OP_HISTORY, hist("")))
+    assert op == OP_HISTORY_PAGE, body
+    page = records(body[4:], struct.unpack("<I", body[:4])[0])
+    assert [(r["id"], r["room"]) for r in page] == [(2, "b"), (1, "a")], page
+    op, err = c.reply(c.send(OP_HISTORY, hist("a", 1001)))
+    assert op == OP_ERROR and err["code"] == E_BAD_REQUEST, err
+    api = admin(c, {"op": "key.create"})
+    user = admin(c, {"op": "user.create", "username": "reader"})
+    u, kind, _ = connect(addr, api["key"], user["user_key"])
+    assert kind == 2
+    op, err = u.reply(u.send(OP_HISTORY, hist("")))
+    assert op == OP_ERROR and err["code"] == E_ROOM_REQUIRED, err
+    op, body = u.reply(u.send(OP_HISTORY, hist("A")))
+    assert op == OP_HISTORY_PAGE and struct.unpack("<I", body[:4])[0] == 1
+    print("history rules ok")
+
+
+def shutdown_rules(addr, key):
+    """Connection lifecycle 9: after what it owed, every connection gets
+    ShuttingDown on request_id 0, then the close."""
+    c, _, _ = connect(addr, key)
+    sub = struct.pack("<I", 3) + s16("py") + s16("") + struct.pack("<BQ", 0, 0)
+    op, _ = c.reply(c.send(OP_SUBSCRIBE, sub))
+    assert op == OP_SUBSCRIBED
+    bare = Conn(addr)  # not even a Hello yet
+    print("waiting for shutdown", flush=True)
+    for conn in (c, bare):
+        conn.sock.settimeout(30)
+        while True:
+            opcode, rid, body = conn.read_frame()
+            if opcode != OP_ERROR:
+                continue
+            assert rid == 0 and struct.unpack("<H", body[:2])[0] == E_SHUTTING_DOWN, body
+            break
+        expect_closed(conn)
+    print("shutdown ok")
+
+
 def records(buf, count):
     """Walks `count` records, checking each CRC (CRC-32 of bytes [8, 8+len))."""
     out, pos = [], 0
@@ -282,6 +388,10 @@ def main(addr, key):
     tenancy(addr, key)
     handshake_rules(addr, key)
     order_rules(addr, key)
+    name_rules(addr, key)
+    payload_rules(addr, key)
+    history_rules(addr, key)
+    shutdown_rules(addr, key)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,11 @@ impl IoThread {
     ) -> Result<Reply, Failure> {
         let (caller, ch) = self.http_readable(instance, req, channel, ApiError::ChannelNotFound)?;
         let params = history_params(req).map_err(fail)?;
-        let room = Self::http_room(&ch, params.room.as_deref())?;
+        let room = if params.room.is_none() && caller.reads_every_room() {
+            None
+        } else {
+            Self::http_room(&ch, params.room.as_deref())?
+        };
         let plan = HistoryPlan::new(&params);
         let order = if plan.newest_first {
             Order::NewestFirst

@@ -435,15 +435,18 @@ impl IoThread {
         }
     }
 
+    /// The channel `name` of the URL (read as on every path: ASCII letters
+    /// lower-cased); a name no channel can have is not found like any other.
     fn http_channel(
         &self,
         caller: &Caller,
         name: &str,
         not_found: ApiError,
     ) -> Result<Arc<Channel>, Failure> {
-        self.broker
-            .channel(caller, name)
-            .map_err(|e| fail(api_error(&e, not_found)))
+        self.broker.channel(caller, name).map_err(|e| match e.code {
+            ErrorCode::InvalidName | ErrorCode::BadRequest => fail(not_found),
+            _ => fail(api_error(&e, not_found)),
+        })
     }
 
     /// The caller of a read request and the channel it reads, in Syncano's
@@ -466,10 +469,11 @@ impl IoThread {
     }
 
     /// The room of a request on `ch`: required on separate-rooms channels,
-    /// ignored on default ones, lower-cased.
+    /// ignored on default ones, ASCII letters lower-cased (as a publish
+    /// stores them).
     fn http_room(ch: &Channel, room: Option<&str>) -> Result<Option<Box<[u8]>>, Failure> {
         let room = syncano::channel_room(channel_type(ch.kind()), room).map_err(fail)?;
-        Ok(room.map(|r| r.to_lowercase().into_bytes().into_boxed_slice()))
+        Ok(room.map(|r| r.to_ascii_lowercase().into_bytes().into_boxed_slice()))
     }
 
     fn http_poll(

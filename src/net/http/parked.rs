@@ -191,6 +191,25 @@ impl IoThread {
         self.resume_http(index);
     }
 
+    /// Answers every parked poll 503 with `Retry-After: 1` and closes its
+    /// connection: the server is shutting down.
+    pub(in crate::net) fn refuse_parked_at_shutdown(&mut self) {
+        let indexes: Vec<usize> = self
+            .parked
+            .channels
+            .values()
+            .flat_map(|pc| pc.polls.keys().copied())
+            .collect();
+        for index in indexes {
+            if let Some(mut opts) = self.unpark(index) {
+                opts.keep_alive = false;
+                opts.retry_after_secs = Some(1);
+                let e = ApiError::Unavailable("The server is shutting down; retry shortly.".into());
+                self.answer_error(index, &opts, &e);
+            }
+        }
+    }
+
     /// Answers the parked polls of every channel whose head moved, and
     /// those of deleted channels (404).
     pub(in crate::net) fn wake_parked(&mut self) {
