@@ -3,16 +3,14 @@
 //! example decodes with the real codec. A change to either side without the
 //! other fails here.
 
+mod protocol_doc;
+
+use protocol_doc::{doc, hex_blocks};
 use tidewire::limits;
 use tidewire::wire::{
     decode_header, decode_request, decode_response, records, ErrorCode, Opcode, Response,
     FRAME_HEADER_LEN,
 };
-
-fn doc() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol.md");
-    std::fs::read_to_string(path).expect("protocol.md at the crate root")
-}
 
 /// The cells of the rows of the table whose header row starts with `header`
 /// (e.g. `"| opcode | name |"`), separator row skipped.
@@ -171,28 +169,6 @@ fn tenancy_limit_defaults_are_documented() {
     let expected: Vec<(String, usize)> =
         expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
     assert_eq!(documented, expected);
-}
-
-/// The bytes of every ```hex block, in document order (text after `#` on a
-/// line is a comment).
-fn hex_blocks(doc: &str) -> Vec<Vec<u8>> {
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    for line in doc.lines() {
-        match (&mut current, line.trim()) {
-            (None, "```hex") => current = Some(Vec::new()),
-            (Some(_), "```") => blocks.extend(current.take()),
-            (Some(bytes), l) => {
-                let data = l.split('#').next().unwrap_or_default();
-                for pair in data.split_whitespace() {
-                    bytes.push(u8::from_str_radix(pair, 16).expect("hex byte"));
-                }
-            }
-            (None, _) => {}
-        }
-    }
-    assert!(current.is_none(), "unterminated hex block");
-    blocks
 }
 
 #[test]
