@@ -104,6 +104,7 @@ fn frame_seeds(hex: &[Vec<u8>]) -> Seeds {
             channel: "news",
             room: "lobby",
             start: Start::AfterId(3),
+            committed: false,
         },
         Request::History {
             channel: "news",
