@@ -224,6 +224,8 @@ pub struct ChannelLog {
     last_sync_us: u64,
     /// Segments rotated under `none` that no sync has covered yet.
     unsynced_rotated: Vec<Arc<sync::SegFiles>>,
+    /// When expired idempotency keys were last forgotten, µs.
+    keys_pruned_us: u64,
 }
 
 impl ChannelLog {

@@ -769,6 +769,7 @@ pub(super) fn open(
         deferred_job: None,
         last_sync_us: now,
         unsynced_rotated: Vec::new(),
+        keys_pruned_us: now,
         config,
     };
     Ok((log, report))

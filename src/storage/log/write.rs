@@ -59,6 +59,9 @@ impl Active {
     }
 }
 
+/// How often expired idempotency keys are forgotten, µs.
+const KEYS_PRUNE_EVERY_US: u64 = 60_000_000;
+
 /// Appended bytes staged before they are written into the file mid-batch.
 const STAGE_WRITE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -568,7 +571,12 @@ impl ChannelLog {
         for seg in removed {
             super::open::remove_segment_files(&self.shared.dir, seg.first_id, &self.config.faults)?;
         }
-        self.keys.retain(|_, &mut (_, at)| at >= cutoff);
+        // Expired keys are ignored by lookups; forgetting them is upkeep of
+        // memory, done once a minute rather than on every round.
+        if now.saturating_sub(self.keys_pruned_us) >= KEYS_PRUNE_EVERY_US {
+            self.keys.retain(|_, &mut (_, at)| at >= cutoff);
+            self.keys_pruned_us = now;
+        }
         let idle = now.saturating_sub(self.last_append_us) >= limits::LOG_IDLE_CLOSE_US;
         if idle
             && self.active.stage.is_empty()
