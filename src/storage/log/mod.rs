@@ -226,6 +226,8 @@ pub struct ChannelLog {
     unsynced_rotated: Vec<Arc<sync::SegFiles>>,
     /// When expired idempotency keys were last forgotten, µs.
     keys_pruned_us: u64,
+    /// A crash hole recovery found, recorded by the first write.
+    pending_hole: Option<Hole>,
 }
 
 impl ChannelLog {

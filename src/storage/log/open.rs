@@ -475,7 +475,7 @@ fn seal_recovered(dir: &Path, a: &Recovered, faults: &Faults) -> Result<(), Stor
 
 /// Records a hole in the `holes` file (created atomically the first time),
 /// synced before the log takes writes.
-fn record_hole(dir: &Path, hole: Hole, faults: &Faults) -> Result<(), StorageError> {
+pub(super) fn record_hole(dir: &Path, hole: Hole, faults: &Faults) -> Result<(), StorageError> {
     let path = dir.join(HOLES_FILE);
     let existing = read_optional(&path)?;
     let mut bytes = if sidecar::check_sidecar_header(&existing, sidecar::HOLES_MAGIC) {
@@ -664,22 +664,16 @@ pub(super) fn open(
             .push("no valid checkpoint: ids continue above a whole reservation".to_string());
     }
     let next_id = continue_at(last_id, checkpoint, had_segments, config.first_id_floor);
+    // Recorded by the first write: until ids are given above the hole, a
+    // crash leads recovery to the same hole, so start-up writes nothing.
+    let mut pending_hole = None;
     if had_segments && next_id > last_id + 1 && last_id + 1 >= config.first_id_floor {
         let hole = Hole {
             kept_id: last_id,
             next_id,
             at_us: now,
         };
-        match record_hole(dir, hole, &faults) {
-            Err(StorageError::StorageFull) => {
-                // Readers crossing the hole still get a gap; only a reader
-                // resuming inside it is not told so precisely.
-                report
-                    .actions
-                    .push("disk full: the crash hole is not recorded".to_string());
-            }
-            other => other?,
-        }
+        pending_hole = Some(hole);
         holes.push(hole);
         report.hole = Some(hole);
         report.actions.push(format!("ids {}..{} may have been shown to readers before a crash and are not stored: the log continues at {next_id}", last_id + 1, next_id - 1));
@@ -688,6 +682,14 @@ pub(super) fn open(
         Some(a) if !a.cut && a.last_id + 1 == next_id => {
             let points = a.new_points.clone();
             (recovered_active(a, &faults), points)
+        }
+        Some(a) if !a.cut => {
+            // Ids continue above a crash hole: the first write starts the
+            // segment they need.
+            let points = a.new_points.clone();
+            let mut active = recovered_active(a, &faults);
+            active.rotate_first = true;
+            (active, points)
         }
         Some(a) => {
             let empty = a.end == HEADER_LEN;
@@ -770,6 +772,7 @@ pub(super) fn open(
         last_sync_us: now,
         unsynced_rotated: Vec::new(),
         keys_pruned_us: now,
+        pending_hole,
         config,
     };
     Ok((log, report))
