@@ -667,7 +667,12 @@ pub(super) fn open(
     // Recorded by the first write: until ids are given above the hole, a
     // crash leads recovery to the same hole, so start-up writes nothing.
     let mut pending_hole = None;
-    if had_segments && next_id > last_id + 1 && last_id + 1 >= config.first_id_floor {
+    let known = |h: &Hole| h.kept_id == last_id && h.next_id == next_id;
+    if had_segments
+        && next_id > last_id + 1
+        && last_id + 1 >= config.first_id_floor
+        && !holes.iter().any(known)
+    {
         let hole = Hole {
             kept_id: last_id,
             next_id,

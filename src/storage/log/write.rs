@@ -630,6 +630,9 @@ impl ChannelLog {
     /// A failed write or sync.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.shared.check_poisoned()?;
+        if let Some(hole) = self.pending_hole.take() {
+            super::open::record_hole(&self.shared.dir, hole, &self.config.faults)?;
+        }
         let settled = self.active.stage.is_empty()
             && self.sealing.is_empty()
             && self.deferred_job.is_none()
