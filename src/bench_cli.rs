@@ -93,7 +93,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// HTTP shim address (HTTP modes, without --embedded or --spawn).
-    #[arg(long, default_value = config::HTTP_LISTEN_DEFAULT, value_name = "ADDR")]
+    #[arg(long, env = "TIDEWIRE_HTTP_SERVER", default_value = config::HTTP_LISTEN_DEFAULT, value_name = "ADDR")]
     http: String,
     /// Start the server as a separate process on a temporary directory
     /// (HTTP modes read its resident memory).

@@ -512,7 +512,21 @@ fn a_revoked_key_stops_working_on_an_open_connection() {
         Some(Event::Message { message, .. }) => assert_eq!(&message.payload[..], b"before"),
         other => panic!("{other:?}"),
     }
-    cmd(&mut a, json!({"op": "key.revoke", "id": api["id"]}));
+    // API key 1 and the server-wide admin key 1 share an id: a revoke
+    // without a kind is refused rather than guessed.
+    let ambiguous = a
+        .admin(&json!({"op": "key.revoke", "id": api["id"]}))
+        .unwrap_err();
+    assert_eq!(ambiguous.code(), Some(ErrorCode::BadRequest));
+    assert!(ambiguous.to_string().contains("give kind"), "{ambiguous}");
+    let revoked = cmd(
+        &mut a,
+        json!({"op": "key.revoke", "id": api["id"], "kind": "api"}),
+    );
+    assert_eq!(
+        (revoked["id"].clone(), revoked["kind"].clone()),
+        (api["id"].clone(), json!("api"))
+    );
     // The subscription ends at once, without a request from the client.
     assert_eq!(closed_event(&mut c), ErrorCode::PermissionDenied);
     // The next request fails; the connection is then unauthenticated.
