@@ -83,19 +83,7 @@ fn context(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Serve
 /// message names the path or address.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let io_threads = config.io_threads.max(1);
-    let mut polls = Vec::with_capacity(io_threads);
-    let mut links = Vec::with_capacity(io_threads);
-    for _ in 0..io_threads {
-        let poll = Poll::new().map_err(context("creating an event loop"))?;
-        let waker =
-            Waker::new(poll.registry(), WAKER).map_err(context("creating an event loop waker"))?;
-        links.push(Arc::new(IoLink {
-            completions: ArrayQueue::new(limits::COMPLETION_QUEUE_LEN),
-            waker,
-            wake_pending: AtomicBool::new(false),
-        }));
-        polls.push(poll);
-    }
+    let (polls, links) = event_loops(io_threads)?;
     let data_dir = config.data_dir.display().to_string();
     std::fs::create_dir_all(&config.data_dir).map_err(context(format!(
         "cannot create the data directory {data_dir}"
@@ -116,22 +104,18 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         links,
     )
     .map_err(|e| format!("cannot open the data directory {data_dir}: {e}"))?;
-    let listener = TcpListener::bind(config.listen).map_err(context(format!(
-        "cannot listen on {} (the binary protocol, --listen)",
-        config.listen
-    )))?;
-    let addr = listener.local_addr()?;
-    let http_listener = match config.http_listen {
-        Some(a) => Some(TcpListener::bind(a).map_err(context(format!(
-            "cannot listen on {a} (the HTTP shim, --http-listen)"
-        )))?),
-        None => None,
-    };
-    let http_addr = match &http_listener {
-        Some(l) => Some(l.local_addr()?),
-        None => None,
-    };
-    let handoff: Handoff = Arc::new((0..io_threads).map(|_| ArrayQueue::new(1024)).collect());
+    let listeners = bind(&config)?;
+    let addr = listeners
+        .binary
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?
+        .ok_or("no binary listener")?;
+    let http_addr = listeners
+        .http
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let mut threads = Vec::with_capacity(io_threads + 1);
     let writer = Writer::new(broker.clone(), logs, config.log.durability);
     threads.push(
@@ -140,10 +124,62 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             .spawn(move || writer.run())
             .map_err(context("starting the log writer thread"))?,
     );
-    let mut listeners = Some(Listeners {
-        binary: Some(listener),
-        http: http_listener,
-    });
+    spawn_io_threads(&broker, polls, listeners, &mut threads)?;
+    tracing::info!(%addr, io_threads, data_dir = %config.data_dir.display(), "tidewire listening");
+    Ok(ServerHandle {
+        addr,
+        http_addr,
+        broker,
+        threads,
+        bootstrap,
+    })
+}
+
+/// One `Poll` per io thread and the link the writer wakes it through.
+fn event_loops(n: usize) -> Result<(Vec<Poll>, Vec<Arc<IoLink>>), ServerError> {
+    let mut polls = Vec::with_capacity(n);
+    let mut links = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new().map_err(context("creating an event loop"))?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(context("creating an event loop waker"))?;
+        links.push(Arc::new(IoLink {
+            completions: ArrayQueue::new(limits::COMPLETION_QUEUE_LEN),
+            waker,
+            wake_pending: AtomicBool::new(false),
+        }));
+        polls.push(poll);
+    }
+    Ok((polls, links))
+}
+
+/// Binds the listeners; a failure names the address and its flag.
+fn bind(config: &ServerConfig) -> Result<Listeners, ServerError> {
+    let binary = TcpListener::bind(config.listen).map_err(context(format!(
+        "cannot listen on {} (the binary protocol, --listen)",
+        config.listen
+    )))?;
+    let http = match config.http_listen {
+        Some(a) => Some(TcpListener::bind(a).map_err(context(format!(
+            "cannot listen on {a} (the HTTP shim, --http-listen)"
+        )))?),
+        None => None,
+    };
+    Ok(Listeners {
+        binary: Some(binary),
+        http,
+    })
+}
+
+/// Starts one thread per event loop; the first accepts on the listeners.
+fn spawn_io_threads(
+    broker: &Arc<Broker>,
+    polls: Vec<Poll>,
+    listeners: Listeners,
+    threads: &mut Vec<JoinHandle<()>>,
+) -> Result<(), ServerError> {
+    let handoff: Handoff = Arc::new((0..polls.len()).map(|_| ArrayQueue::new(1024)).collect());
+    let mut listeners = Some(listeners);
     for (id, poll) in polls.into_iter().enumerate() {
         let io = IoThread::new(
             id,
@@ -164,14 +200,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
                 .map_err(context(format!("starting io thread {id}")))?,
         );
     }
-    tracing::info!(%addr, io_threads, data_dir = %config.data_dir.display(), "tidewire listening");
-    Ok(ServerHandle {
-        addr,
-        http_addr,
-        broker,
-        threads,
-        bootstrap,
-    })
+    Ok(())
 }
 
 /// Runs a server until SIGINT or SIGTERM, then shuts down gracefully.
