@@ -26,12 +26,75 @@ pub(crate) fn run(request: Result<(ConnArgs, Value), Failure>) -> Result<(), Fai
             }
             other => writeln!(out, "{other}")?,
         }
+        return Ok(());
+    }
+    let op = command["op"].as_str().unwrap_or_default();
+    if let Some(said) = sentence(op, &command, &result) {
+        writeln!(out, "{said}")?;
+    } else if op == "key.list" {
+        write_key_table(&mut out, &result)?;
     } else {
         let pretty = serde_json::to_string_pretty(&result).unwrap_or_else(|_| result.to_string());
         writeln!(out, "{pretty}")?;
         if result.get("key").is_some() || result.get("user_key").is_some() {
             eprintln!("note: the key above is shown only once; store it now");
         }
+    }
+    Ok(())
+}
+
+/// What a command that returns no record did, in words.
+fn sentence(op: &str, command: &Value, result: &Value) -> Option<String> {
+    let named = |field: &str| {
+        command
+            .get(field)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default()
+    };
+    Some(match op {
+        "key.revoke" => format!(
+            "revoked {} key {}",
+            result["kind"].as_str().unwrap_or("the"),
+            result["id"]
+        ),
+        "instance.delete" => format!("deleted instance {}", named("name")),
+        "user.delete" if command.get("username").is_some() => {
+            format!("deleted user {}", named("username"))
+        }
+        "user.delete" => format!("deleted user {}", named("id")),
+        "group.delete" => format!("deleted group {}", named("id")),
+        _ => return None,
+    })
+}
+
+/// `key list` for people: one key per line, the kind spelled out (ids of
+/// different kinds may be equal).
+fn write_key_table(out: &mut impl Write, keys: &Value) -> Result<(), Failure> {
+    writeln!(out, "ID\tKIND\tINSTANCE\tCREATED\tDESCRIPTION")?;
+    for k in keys.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let field = |f: &str| k[f].as_str().unwrap_or("-").to_owned();
+        let mut kind = field("kind");
+        if kind == "api" {
+            let flags: Vec<&str> = [
+                ("ignore_acl", "ignore_acl"),
+                ("allow_anonymous_read", "anonymous_read"),
+            ]
+            .into_iter()
+            .filter(|(f, _)| k[*f] == json!(true))
+            .map(|(_, name)| name)
+            .collect();
+            if !flags.is_empty() {
+                kind = format!("{kind} ({})", flags.join(", "));
+            }
+        }
+        writeln!(
+            out,
+            "{}\t{kind}\t{}\t{}\t{}",
+            k["id"],
+            field("instance"),
+            field("created_at"),
+            field("description")
+        )?;
     }
     Ok(())
 }
@@ -196,7 +259,8 @@ pub(crate) struct KeyRevoke {
     conn: ConnArgs,
     /// The key's id.
     id: u64,
-    /// api (default), admin or server_admin.
+    /// api, admin or server_admin; needed only when keys of different
+    /// kinds share the id.
     #[arg(long)]
     kind: Option<String>,
 }

@@ -98,7 +98,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// HTTP shim address (HTTP modes, without --embedded or --spawn).
-    #[arg(long, default_value = config::HTTP_LISTEN_DEFAULT, value_name = "ADDR")]
+    #[arg(long, env = "TIDEWIRE_HTTP_SERVER", default_value = config::HTTP_LISTEN_DEFAULT, value_name = "ADDR")]
     http: String,
     /// Start the server as a separate process on a temporary directory (the
     /// default without --server and --embedded; HTTP modes read its

@@ -77,31 +77,32 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Data directory, created if missing [default: ./tidewire-data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "TIDEWIRE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Address of the binary protocol [default: 127.0.0.1:7400].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "TIDEWIRE_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
     /// Address of the HTTP shim, or `off` [default: 127.0.0.1:7480].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "TIDEWIRE_HTTP_LISTEN", value_name = "ADDR")]
     http_listen: Option<String>,
-    /// TOML configuration file; flags override it, it overrides defaults.
-    #[arg(long, value_name = "FILE")]
+    /// TOML configuration file; the environment and flags override it, it
+    /// overrides defaults.
+    #[arg(long, env = "TIDEWIRE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Number of io threads [default: number of cores].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "TIDEWIRE_IO_THREADS", value_name = "N")]
     io_threads: Option<usize>,
     /// When an append counts as stored: none, batch or interval:MS [default: batch].
-    #[arg(long, value_name = "POLICY")]
+    #[arg(long, env = "TIDEWIRE_DURABILITY", value_name = "POLICY")]
     durability: Option<String>,
     /// Size of each segment file, in bytes.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, env = "TIDEWIRE_SEGMENT_SIZE", value_name = "BYTES")]
     segment_size: Option<u64>,
     /// How long messages stay readable, in seconds [default: 86400].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, env = "TIDEWIRE_RETENTION", value_name = "SECS")]
     retention: Option<u64>,
     /// How long an idle HTTP long poll is held before its 204, in seconds [default: 300].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, env = "TIDEWIRE_HTTP_POLL_TIMEOUT", value_name = "SECS")]
     http_poll_timeout: Option<u64>,
 }
 
@@ -267,41 +268,88 @@ fn serve(a: ServeArgs) -> Result<(), Failure> {
             config.admin_key = Some(key);
         }
     }
-    if let Some(dir) = a.data_dir {
-        config.data_dir = dir;
-    }
-    if let Some(listen) = &a.listen {
-        config.listen = config::parse_listen(listen).map_err(usage)?;
-    }
-    if let Some(http) = &a.http_listen {
-        config.http_listen = config::parse_http_listen(http).map_err(usage)?;
-    }
-    if let Some(secs) = a.http_poll_timeout {
-        config.http.poll_timeout_us =
-            config::secs_to_us(secs, "--http-poll-timeout").map_err(usage)?;
-    }
-    if let Some(n) = a.io_threads {
-        config.io_threads = n;
-    }
-    if let Some(d) = &a.durability {
-        config.log.durability = config::parse_durability(d).map_err(usage)?;
-    }
-    if let Some(size) = a.segment_size {
-        config.log.segment_size = size;
-    }
-    if let Some(secs) = a.retention {
-        config.log.retention_us = config::secs_to_us(secs, "--retention").map_err(usage)?;
-    }
+    apply_serve_args(&a, &mut config)?;
     config.validate().map_err(usage)?;
     tracing::info!(data_dir = %config.data_dir.display(), listen = %config.listen, "starting");
     tidewire::server::run(config).map_err(|e| Failure::Serve(e.to_string()))
 }
 
+/// Puts the flags (or their environment variables) over the file's values;
+/// an error names the flag and its variable.
+fn apply_serve_args(a: &ServeArgs, config: &mut ServerConfig) -> Result<(), Failure> {
+    let named = |flag: &str, env: &str| {
+        let what = format!("--{flag} (or {env})");
+        move |e: config::ConfigError| usage(format!("{what}: {e}"))
+    };
+    if let Some(dir) = &a.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(listen) = &a.listen {
+        config.listen = config::parse_listen(listen).map_err(named("listen", "TIDEWIRE_LISTEN"))?;
+    }
+    if let Some(http) = &a.http_listen {
+        config.http_listen = config::parse_http_listen(http)
+            .map_err(named("http-listen", "TIDEWIRE_HTTP_LISTEN"))?;
+    }
+    if let Some(secs) = a.http_poll_timeout {
+        config.http.poll_timeout_us = config::secs_to_us(secs, "--http-poll-timeout")
+            .map_err(named("http-poll-timeout", "TIDEWIRE_HTTP_POLL_TIMEOUT"))?;
+    }
+    if let Some(n) = a.io_threads {
+        config.io_threads = n;
+    }
+    if let Some(d) = &a.durability {
+        config.log.durability = config::parse_durability(d)
+            .map_err(|e| usage(format!("--durability (or TIDEWIRE_DURABILITY): {e}")))?;
+    }
+    if let Some(size) = a.segment_size {
+        config.log.segment_size = size;
+    }
+    if let Some(secs) = a.retention {
+        config.log.retention_us = config::secs_to_us(secs, "--retention")
+            .map_err(named("retention", "TIDEWIRE_RETENTION"))?;
+    }
+    Ok(())
+}
+
+/// Connects and authenticates; a failure names the server address.
+///
+/// # Errors
+/// A usage error for an address without a port; otherwise the client's.
 pub(crate) fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
+    check_server_address(&conn.server)?;
     let mut options = ConnectOptions::new(&conn.server, &conn.key);
     options.user_key.clone_from(&conn.user_key);
     options.instance.clone_from(&conn.instance);
-    Ok(Client::connect_with(&options)?)
+    Client::connect_with(&options).map_err(|e| match e {
+        ClientError::Io(io) => Failure::Client(ClientError::Io(io::Error::new(
+            io.kind(),
+            format!("cannot connect to {}: {io}", conn.server),
+        ))),
+        ClientError::Server { code, message } if code == ErrorCode::AuthFailed => {
+            Failure::Client(ClientError::Server {
+                code,
+                message: format!("{} (server {})", message, conn.server),
+            })
+        }
+        other => Failure::Client(other),
+    })
+}
+
+/// `--server` must be `HOST:PORT`: a bare host is a usage error, not a
+/// failed connection.
+///
+/// # Errors
+/// [`Failure::Usage`] naming the address.
+pub(crate) fn check_server_address(addr: &str) -> Result<(), Failure> {
+    let port = addr.rsplit_once(':').map(|(_, p)| p);
+    if port.is_some_and(|p| p.parse::<u16>().is_ok()) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "server address {addr:?} has no port: give HOST:PORT, e.g. {}",
+        config::LISTEN_DEFAULT
+    )))
 }
 
 #[cfg(test)]
@@ -312,6 +360,19 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_server_address_needs_a_port() {
+        for ok in ["127.0.0.1:7400", "localhost:1", "[::1]:7400"] {
+            assert!(check_server_address(ok).is_ok(), "{ok}");
+        }
+        for bad in ["localhost", "127.0.0.1", "host:", "host:port", "host:70000"] {
+            let Err(Failure::Usage(why)) = check_server_address(bad) else {
+                panic!("{bad} accepted");
+            };
+            assert!(why.contains(bad), "{why}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::broker::writer::Writer;
-use crate::broker::{Broker, IoLink};
+use crate::broker::{BootstrapKey, Broker, IoLink};
 use crate::config::ServerConfig;
 use crate::limits;
 use crate::net::{Handoff, IoThread, Listeners, WAKER};
@@ -25,7 +25,7 @@ pub struct ServerHandle {
     http_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
     threads: Vec<JoinHandle<()>>,
-    generated_admin_key: Option<String>,
+    bootstrap: BootstrapKey,
 }
 
 impl ServerHandle {
@@ -39,7 +39,14 @@ impl ServerHandle {
     }
     /// The admin key generated at this start, if one was.
     pub fn generated_admin_key(&self) -> Option<&str> {
-        self.generated_admin_key.as_deref()
+        match &self.bootstrap {
+            BootstrapKey::Generated(key) => Some(key),
+            _ => None,
+        }
+    }
+    /// What became of the bootstrap admin key at this start.
+    pub fn bootstrap_key(&self) -> &BootstrapKey {
+        &self.bootstrap
     }
     /// Begins a graceful shutdown: stop accepting and reading, append and
     /// sync what was queued, flush responses.
@@ -64,29 +71,27 @@ impl ServerHandle {
     }
 }
 
+/// An error that names what it concerns (a path, an address, a step).
+fn context(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |e| format!("{what}: {e}").into()
+}
+
 /// Starts a server and returns once it accepts connections.
 ///
 /// # Errors
-/// When the data directory, the logs or the listener cannot be opened.
+/// When the data directory, the logs or a listener cannot be opened; the
+/// message names the path or address.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let io_threads = config.io_threads.max(1);
-    let mut polls = Vec::with_capacity(io_threads);
-    let mut links = Vec::with_capacity(io_threads);
-    for _ in 0..io_threads {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        links.push(Arc::new(IoLink {
-            completions: ArrayQueue::new(limits::COMPLETION_QUEUE_LEN),
-            waker,
-            wake_pending: AtomicBool::new(false),
-        }));
-        polls.push(poll);
-    }
-    std::fs::create_dir_all(&config.data_dir)?;
+    let (polls, links) = event_loops(io_threads)?;
+    let data_dir = config.data_dir.display().to_string();
+    std::fs::create_dir_all(&config.data_dir).map_err(context(format!(
+        "cannot create the data directory {data_dir}"
+    )))?;
     let crate::broker::Opened {
         broker,
         logs,
-        generated_admin_key,
+        bootstrap,
     } = Broker::open(
         crate::broker::BrokerConfig {
             data_dir: config.data_dir.clone(),
@@ -97,29 +102,84 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             http: config.http,
         },
         links,
-    )?;
-    let listener = TcpListener::bind(config.listen)?;
-    let addr = listener.local_addr()?;
-    let http_listener = match config.http_listen {
-        Some(a) => Some(TcpListener::bind(a)?),
-        None => None,
-    };
-    let http_addr = match &http_listener {
-        Some(l) => Some(l.local_addr()?),
-        None => None,
-    };
-    let handoff: Handoff = Arc::new((0..io_threads).map(|_| ArrayQueue::new(1024)).collect());
+    )
+    .map_err(|e| format!("cannot open the data directory {data_dir}: {e}"))?;
+    let listeners = bind(&config)?;
+    let addr = listeners
+        .binary
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?
+        .ok_or("no binary listener")?;
+    let http_addr = listeners
+        .http
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let mut threads = Vec::with_capacity(io_threads + 1);
     let writer = Writer::new(broker.clone(), logs, config.log.durability);
     threads.push(
         std::thread::Builder::new()
             .name("tidewire-writer".into())
-            .spawn(move || writer.run())?,
+            .spawn(move || writer.run())
+            .map_err(context("starting the log writer thread"))?,
     );
-    let mut listeners = Some(Listeners {
-        binary: Some(listener),
-        http: http_listener,
-    });
+    spawn_io_threads(&broker, polls, listeners, &mut threads)?;
+    tracing::info!(%addr, io_threads, data_dir = %config.data_dir.display(), "tidewire listening");
+    Ok(ServerHandle {
+        addr,
+        http_addr,
+        broker,
+        threads,
+        bootstrap,
+    })
+}
+
+/// One `Poll` per io thread and the link the writer wakes it through.
+fn event_loops(n: usize) -> Result<(Vec<Poll>, Vec<Arc<IoLink>>), ServerError> {
+    let mut polls = Vec::with_capacity(n);
+    let mut links = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new().map_err(context("creating an event loop"))?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(context("creating an event loop waker"))?;
+        links.push(Arc::new(IoLink {
+            completions: ArrayQueue::new(limits::COMPLETION_QUEUE_LEN),
+            waker,
+            wake_pending: AtomicBool::new(false),
+        }));
+        polls.push(poll);
+    }
+    Ok((polls, links))
+}
+
+/// Binds the listeners; a failure names the address and its flag.
+fn bind(config: &ServerConfig) -> Result<Listeners, ServerError> {
+    let binary = TcpListener::bind(config.listen).map_err(context(format!(
+        "cannot listen on {} (the binary protocol, --listen)",
+        config.listen
+    )))?;
+    let http = match config.http_listen {
+        Some(a) => Some(TcpListener::bind(a).map_err(context(format!(
+            "cannot listen on {a} (the HTTP shim, --http-listen)"
+        )))?),
+        None => None,
+    };
+    Ok(Listeners {
+        binary: Some(binary),
+        http,
+    })
+}
+
+/// Starts one thread per event loop; the first accepts on the listeners.
+fn spawn_io_threads(
+    broker: &Arc<Broker>,
+    polls: Vec<Poll>,
+    listeners: Listeners,
+    threads: &mut Vec<JoinHandle<()>>,
+) -> Result<(), ServerError> {
+    let handoff: Handoff = Arc::new((0..polls.len()).map(|_| ArrayQueue::new(1024)).collect());
+    let mut listeners = Some(listeners);
     for (id, poll) in polls.into_iter().enumerate() {
         let io = IoThread::new(
             id,
@@ -127,7 +187,8 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             broker.clone(),
             listeners.take().unwrap_or_default(),
             handoff.clone(),
-        )?;
+        )
+        .map_err(context(format!("starting io thread {id}")))?;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tidewire-io-{id}"))
@@ -135,17 +196,11 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
                     if let Err(e) = io.run() {
                         tracing::error!(error = %e, "io thread stopped");
                     }
-                })?,
+                })
+                .map_err(context(format!("starting io thread {id}")))?,
         );
     }
-    tracing::info!(%addr, io_threads, data_dir = %config.data_dir.display(), "tidewire listening");
-    Ok(ServerHandle {
-        addr,
-        http_addr,
-        broker,
-        threads,
-        generated_admin_key,
-    })
+    Ok(())
 }
 
 /// Runs a server until SIGINT or SIGTERM, then shuts down gracefully.
@@ -154,9 +209,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
 /// When the server cannot start or a thread panicked.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let handle = start(config)?;
-    if let Some(key) = handle.generated_admin_key() {
-        println!("tidewire: generated admin key (shown once, store it): {key}");
-    }
+    say_bootstrap_key(handle.bootstrap_key());
     println!("tidewire: listening on {}", handle.local_addr());
     if let Some(http) = handle.http_addr() {
         println!("tidewire: HTTP shim listening on {http}");
@@ -164,10 +217,39 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
-    ])?;
+    ])
+    .map_err(context("installing the SIGINT and SIGTERM handlers"))?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down");
     }
     handle.shutdown();
     handle.wait()
+}
+
+/// Tells the operator, on stdout, what became of the bootstrap admin key:
+/// a generated key is shown once; a new configured key joins the earlier
+/// ones, which keep working; a revoked one does not work.
+fn say_bootstrap_key(bootstrap: &BootstrapKey) {
+    match bootstrap {
+        BootstrapKey::Generated(key) => {
+            println!("tidewire: generated admin key (shown once, store it): {key}");
+        }
+        BootstrapKey::Added(id) => {
+            println!(
+                "tidewire: the configured admin key (admin_key / TIDEWIRE_ADMIN_KEY) is new: \
+                 added as server-wide admin key {id}; earlier admin keys still work \
+                 (list: tidewire key list --kind server_admin; \
+                 revoke: tidewire key revoke ID --kind server_admin)"
+            );
+            tracing::warn!(id, "a new bootstrap admin key was added");
+        }
+        BootstrapKey::Revoked(id) => {
+            println!(
+                "tidewire: the configured admin key (admin_key / TIDEWIRE_ADMIN_KEY) is admin key {id}, \
+                 which was revoked: it does not work; configure another key to add one"
+            );
+            tracing::warn!(id, "the configured bootstrap admin key was revoked");
+        }
+        BootstrapKey::Known(_) | BootstrapKey::First(_) | BootstrapKey::None => {}
+    }
 }

@@ -37,6 +37,7 @@ use crate::clock::SharedClock;
 use crate::limits::{self, TenancyLimits};
 use crate::storage::{ChannelLog, LogConfig, StorageError};
 use crate::wire::{ErrorCode, WireError};
+pub use store::BootstrapKey;
 use store::MetaState;
 use writer::{Completion, WriterMsg};
 
@@ -51,8 +52,14 @@ fn err(code: ErrorCode, message: impl Into<String>) -> BrokerError {
     WireError::new(code, message)
 }
 
-fn auth_failed() -> BrokerError {
-    err(ErrorCode::AuthFailed, "no such key")
+/// `AuthFailed` saying why: one code for every refused key, and a message
+/// that tells its holder what to fix.
+fn auth_failed(why: impl Into<String>) -> BrokerError {
+    err(ErrorCode::AuthFailed, why)
+}
+
+fn no_such_key() -> BrokerError {
+    auth_failed("no such key: it is neither an admin key nor an API key (it may have been revoked)")
 }
 
 /// Something an io thread must learn from the writer, with the waker to call.
@@ -84,8 +91,9 @@ pub struct Opened {
     pub broker: Arc<Broker>,
     /// Every channel's log, for the writer thread.
     pub logs: HashMap<u64, ChannelLog>,
-    /// An admin key generated at this start, to be shown once.
-    pub generated_admin_key: Option<String>,
+    /// What became of the bootstrap admin key (a generated one is shown
+    /// once).
+    pub bootstrap: BootstrapKey,
 }
 
 /// Live instances by id and by name.
@@ -239,7 +247,7 @@ impl Broker {
         Ok(Opened {
             broker,
             logs: loaded.logs,
-            generated_admin_key: loaded.generated_admin_key,
+            bootstrap: loaded.bootstrap,
         })
     }
 
@@ -297,7 +305,7 @@ impl Broker {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .find(key)
-            .ok_or_else(auth_failed)?;
+            .ok_or_else(no_such_key)?;
         let (inst, principal) = match owner {
             KeyOwner::Admin { id, instance: None } => {
                 let name = if instance.is_empty() {
@@ -335,7 +343,7 @@ impl Broker {
                     .api_keys
                     .get(&id)
                     .cloned()
-                    .ok_or_else(auth_failed)?;
+                    .ok_or_else(no_such_key)?;
                 let principal = Principal::ApiKey {
                     id,
                     ignore_acl: rec.ignore_acl,
@@ -343,7 +351,11 @@ impl Broker {
                 };
                 (Some(inst), principal)
             }
-            KeyOwner::User { .. } => return Err(auth_failed()),
+            KeyOwner::User { .. } => {
+                return Err(auth_failed(
+                    "that is a user key: send it as the user key (--user-key, TIDEWIRE_USER_KEY) together with an API key",
+                ))
+            }
         };
         let user = if user_key.is_empty() {
             None
@@ -416,9 +428,14 @@ impl Broker {
     /// The instance of an instance-scoped key, which `named` (when given)
     /// must name.
     fn own_instance(&self, iid: u32, named: &str) -> Result<Arc<Instance>, BrokerError> {
-        let inst = self.instance_by_id(iid).ok_or_else(auth_failed)?;
+        let inst = self
+            .instance_by_id(iid)
+            .ok_or_else(|| auth_failed("the key's instance was deleted"))?;
         if !named.is_empty() && named != inst.name() {
-            return Err(auth_failed());
+            return Err(auth_failed(format!(
+                "the key belongs to instance {:?}, not {named:?}",
+                inst.name()
+            )));
         }
         Ok(inst)
     }
@@ -429,23 +446,34 @@ impl Broker {
         principal: Principal,
         user_key: &str,
     ) -> Result<UserRef, BrokerError> {
-        let (Some(inst), Principal::ApiKey { .. }) = (inst, principal) else {
-            return Err(auth_failed());
+        let Some(inst) = inst else {
+            return Err(auth_failed("a user key needs an instance"));
+        };
+        if !matches!(principal, Principal::ApiKey { .. }) {
+            return Err(auth_failed(
+                "a user key goes with an API key; an admin key acts as itself (send no user key)",
+            ));
+        }
+        let no_user = || {
+            auth_failed(format!(
+                "the user key is not the key of a user of instance {:?} (it may have been reset, or the user deleted)",
+                inst.name()
+            ))
         };
         let owner = self
             .keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .find(user_key)
-            .ok_or_else(auth_failed)?;
+            .ok_or_else(no_user)?;
         let KeyOwner::User { instance, id } = owner else {
-            return Err(auth_failed());
+            return Err(no_user());
         };
         if instance != inst.id() {
-            return Err(auth_failed());
+            return Err(no_user());
         }
         let ids = inst.identities();
-        let u = ids.users.get(&id).ok_or_else(auth_failed)?;
+        let u = ids.users.get(&id).ok_or_else(no_user)?;
         Ok(UserRef {
             id,
             name: u.username.as_str().into(),

@@ -77,6 +77,26 @@ pub struct MetaState {
     pub next_instance_id: u32,
 }
 
+/// What became of the bootstrap admin key (`admin_key`, or
+/// `TIDEWIRE_ADMIN_KEY`) at a start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapKey {
+    /// None was given, and server-wide or instance admin keys exist.
+    None,
+    /// None was given on a first start: this key was generated, to be
+    /// shown once.
+    Generated(String),
+    /// The given key is server-wide admin key `id` already.
+    Known(u64),
+    /// The given key became the first admin key, `id`.
+    First(u64),
+    /// The given key was new: it is now server-wide admin key `id` (the
+    /// earlier ones still work).
+    Added(u64),
+    /// The given key is admin key `id`, which was revoked: it does not work.
+    Revoked(u64),
+}
+
 /// Everything [`load`] found.
 pub struct Loaded {
     /// Admin keys and counters.
@@ -87,8 +107,8 @@ pub struct Loaded {
     pub keys: KeyIndex,
     /// Every channel's log.
     pub logs: HashMap<u64, ChannelLog>,
-    /// The admin key generated at this start.
-    pub generated_admin_key: Option<String>,
+    /// What became of the bootstrap admin key at this start.
+    pub bootstrap: BootstrapKey,
 }
 
 fn admins_path(d: &Path) -> PathBuf {
@@ -111,7 +131,7 @@ fn channels_path(d: &Path, iid: u32) -> PathBuf {
 pub fn load(config: &BrokerConfig) -> Result<Loaded, StorageError> {
     let d = &config.data_dir;
     std::fs::create_dir_all(d.join("meta"))?;
-    let (admins, generated_admin_key) = load_admins(d, config)?;
+    let (admins, bootstrap) = load_admins(d, config)?;
     let mut keys = KeyIndex::default();
     for k in admins.keys.iter().filter(|k| !k.revoked) {
         keys.insert(
@@ -148,7 +168,7 @@ pub fn load(config: &BrokerConfig) -> Result<Loaded, StorageError> {
         instances,
         keys,
         logs,
-        generated_admin_key,
+        bootstrap,
     })
 }
 
@@ -157,7 +177,7 @@ pub fn load(config: &BrokerConfig) -> Result<Loaded, StorageError> {
 fn load_admins(
     d: &Path,
     config: &BrokerConfig,
-) -> Result<(AdminsSnapshot, Option<String>), StorageError> {
+) -> Result<(AdminsSnapshot, BootstrapKey), StorageError> {
     let (mut admins, mut dirty) = match meta::read_snapshot::<AdminsSnapshot>(&admins_path(d))? {
         Some(a) => (a, false),
         None => match meta::read_snapshot::<LegacyKeysSnapshot>(&d.join("meta/keys.snap"))? {
@@ -165,36 +185,40 @@ fn load_admins(
             None => (AdminsSnapshot::default(), false),
         },
     };
-    let mut generated = None;
-    let wanted = match &config.admin_key {
-        Some(k) => Some(k.clone()),
-        None if admins.keys.is_empty() => {
-            let k = generate_key()?;
-            generated = Some(k.clone());
-            Some(k)
-        }
-        None => None,
+    let (key, description) = match &config.admin_key {
+        Some(k) => (k.clone(), "bootstrap: admin_key or TIDEWIRE_ADMIN_KEY"),
+        None if admins.keys.is_empty() => (generate_key()?, "bootstrap: generated at first start"),
+        None => return Ok((admins, BootstrapKey::None)),
     };
-    if let Some(key) = wanted {
-        let h = hash_key(&key);
-        if !admins.keys.iter().any(|k| k.sha256 == h) {
+    let h = hash_key(&key);
+    let bootstrap = match admins.keys.iter().find(|k| k.sha256 == h) {
+        Some(k) if k.revoked => BootstrapKey::Revoked(k.id),
+        Some(k) => BootstrapKey::Known(k.id),
+        None => {
+            let first = admins.keys.is_empty();
             admins.next_id = admins.next_id.max(1);
+            let id = admins.next_id;
             admins.keys.push(AdminKeyRecord {
-                id: admins.next_id,
+                id,
                 sha256: h,
                 instance: None,
-                description: "bootstrap".into(),
+                description: description.into(),
                 created_at_us: config.clock.now_us(),
                 revoked: false,
             });
             admins.next_id += 1;
             dirty = true;
+            match (config.admin_key.is_some(), first) {
+                (false, _) => BootstrapKey::Generated(key),
+                (true, true) => BootstrapKey::First(id),
+                (true, false) => BootstrapKey::Added(id),
+            }
         }
-    }
+    };
     if dirty {
         save_admins(d, &admins)?;
     }
-    Ok((admins, generated))
+    Ok((admins, bootstrap))
 }
 
 fn upgrade_keys(legacy: LegacyKeysSnapshot) -> AdminsSnapshot {
@@ -436,7 +460,7 @@ mod tests {
         };
         meta::write_snapshot(&d.join("meta/channels.snap"), &channels).unwrap();
         let loaded = load(&config(d, None)).unwrap();
-        assert!(loaded.generated_admin_key.is_none(), "the old key is kept");
+        assert_eq!(loaded.bootstrap, BootstrapKey::None, "the old key is kept");
         assert_eq!(
             loaded.keys.find("old-key"),
             Some(KeyOwner::Admin {
@@ -463,6 +487,7 @@ mod tests {
         let d = dir.path();
         let first = load(&config(d, Some("boot"))).unwrap();
         assert!(first.keys.find("boot").is_some());
+        assert_eq!(first.bootstrap, BootstrapKey::First(1));
         let mut admins = first.meta.admins.clone();
         drop(first);
         admins.keys[0].revoked = true;
@@ -470,5 +495,36 @@ mod tests {
         let second = load(&config(d, Some("boot"))).unwrap();
         assert_eq!(second.keys.find("boot"), None);
         assert_eq!(second.meta.admins.keys.len(), 1);
+        assert_eq!(second.bootstrap, BootstrapKey::Revoked(1), "and it is said");
+    }
+
+    #[test]
+    fn each_new_bootstrap_key_is_added_and_reported_the_known_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let first = load(&config(d, None)).unwrap();
+        let BootstrapKey::Generated(generated) = first.bootstrap.clone() else {
+            panic!("a first start without a key generates one");
+        };
+        drop(first);
+        let again = load(&config(d, Some(&generated))).unwrap();
+        assert_eq!(again.bootstrap, BootstrapKey::Known(1));
+        drop(again);
+        let other = load(&config(d, Some("another"))).unwrap();
+        assert_eq!(other.bootstrap, BootstrapKey::Added(2));
+        let descriptions: Vec<&str> = other
+            .meta
+            .admins
+            .keys
+            .iter()
+            .map(|k| k.description.as_str())
+            .collect();
+        assert_eq!(
+            descriptions,
+            [
+                "bootstrap: generated at first start",
+                "bootstrap: admin_key or TIDEWIRE_ADMIN_KEY"
+            ]
+        );
     }
 }

@@ -4,16 +4,14 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::conn::{Coalesced, PendingAck, Phase, Sub};
+use super::conn::{Coalesced, PendingAck, Sub};
 use super::{ChannelSubs, IoThread};
 use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
 use crate::broker::{channel_name, check_room_name, Access, Caller, Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
 use crate::storage::{Order, Position};
-use crate::wire::{
-    self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError, PROTOCOL_VERSION,
-};
+use crate::wire::{self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError};
 
 /// What handling one frame asks of the loop.
 enum Next {
@@ -26,7 +24,14 @@ enum Next {
     Close,
 }
 
-const SERVER_NAME: &str = concat!("tidewire/", env!("CARGO_PKG_VERSION"));
+/// The page a `History` request asks for (its fields but the channel).
+struct PageAsk<'a> {
+    room: &'a str,
+    newest_first: bool,
+    after_id: u64,
+    before_id: u64,
+    limit: u32,
+}
 
 fn bad(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::BadRequest, message)
@@ -116,7 +121,7 @@ impl IoThread {
         }
     }
 
-    fn respond(&mut self, index: usize, request_id: u32, r: &Response<'_>) {
+    pub(super) fn respond(&mut self, index: usize, request_id: u32, r: &Response<'_>) {
         if let Some(conn) = self.conns.get_mut(index) {
             wire::encode_response(&mut conn.wbuf, request_id, r);
         }
@@ -151,21 +156,6 @@ impl IoThread {
         }
     }
 
-    /// Until a `Hello` succeeds, a `Hello` is the only frame taken: any
-    /// other frame (known, unknown or malformed) is answered `HelloRequired`
-    /// and ends the connection. A request id 0 is a framing error whatever
-    /// the phase (`decode_request` answers it).
-    fn check_hello_first(&self, index: usize, header: &FrameHeader) -> Result<(), WireError> {
-        let phase = self.conns.get(index).map_or(Phase::Hello, |c| c.phase);
-        if phase == Phase::Hello && header.opcode != Opcode::Hello as u8 && header.request_id != 0 {
-            return Err(WireError::new(
-                ErrorCode::HelloRequired,
-                "the first frame must be Hello",
-            ));
-        }
-        Ok(())
-    }
-
     fn dispatch(
         &mut self,
         index: usize,
@@ -173,75 +163,18 @@ impl IoThread {
         request: Request<'_>,
         body: &[u8],
     ) -> Result<Next, WireError> {
-        let phase = self.conns.get(index).map_or(Phase::Hello, |c| c.phase);
-        match (&request, phase) {
-            (Request::Hello { .. }, Phase::Hello) => {}
-            (_, Phase::Hello) => {
-                return Err(WireError::new(ErrorCode::HelloRequired, "send Hello first"))
-            }
-            (Request::Hello { .. }, _) => return Err(bad("Hello was already received")),
-            (Request::Ping { .. }, _) => {}
-            (Request::Auth { .. }, Phase::Ready) => return Err(bad("already authenticated")),
-            (Request::Auth { .. }, _) => {}
-            (_, Phase::Auth) => return Err(self.unauthenticated(index)),
-            (_, Phase::Ready) => self.check_caller(index)?,
-        }
+        self.check_phase(index, &request)?;
         match request {
             Request::Hello {
                 version_min,
                 version_max,
                 ..
-            } => {
-                if !(version_min..=version_max).contains(&PROTOCOL_VERSION) {
-                    return Err(WireError::new(
-                        ErrorCode::UnsupportedVersion,
-                        format!("this server speaks version {PROTOCOL_VERSION} only"),
-                    ));
-                }
-                if let Some(c) = self.conns.get_mut(index) {
-                    c.phase = Phase::Auth;
-                }
-                self.respond(
-                    index,
-                    id,
-                    &Response::HelloOk {
-                        version: PROTOCOL_VERSION,
-                        frame_len_max: limits::FRAME_LEN_MAX,
-                        server_name: SERVER_NAME,
-                    },
-                );
-            }
+            } => self.hello(index, id, version_min, version_max)?,
             Request::Auth {
                 key,
                 user_key,
                 instance,
-            } => {
-                let caller = self.broker.authenticate(instance, key, user_key)?;
-                let (identity_kind, identity_id) = caller.wire();
-                let instance = caller
-                    .instance
-                    .as_ref()
-                    .map(|i| i.name().to_string())
-                    .unwrap_or_default();
-                let epoch = self.broker.epoch();
-                if let Some(c) = self.conns.get_mut(index) {
-                    c.phase = Phase::Ready;
-                    c.caller = Some(caller);
-                    c.caller_epoch = epoch;
-                    c.revoked = false;
-                    c.access_cache = None;
-                    c.last_channel = None;
-                }
-                self.respond(
-                    index,
-                    id,
-                    &Response::AuthOk {
-                        identity_kind,
-                        identity_id,
-                        instance: &instance,
-                    },
-                );
-            }
+            } => self.auth(index, id, key, user_key, instance)?,
             Request::Ping { data } => self.respond(index, id, &Response::Pong { data }),
             Request::Publish {
                 channel,
@@ -256,18 +189,7 @@ impl IoThread {
                 start,
                 committed,
             } => self.subscribe(index, id, sub_id, channel, room, (start, committed))?,
-            Request::Unsubscribe { sub_id } => {
-                let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
-                let generation = conn.generation;
-                let sub = conn.subs.remove(&sub_id).ok_or_else(|| {
-                    WireError::new(
-                        ErrorCode::UnknownSubscription,
-                        format!("no subscription {sub_id}"),
-                    )
-                })?;
-                self.forget_member(sub.channel.id, index, generation, sub_id);
-                self.respond(index, id, &Response::Unsubscribed { sub_id });
-            }
+            Request::Unsubscribe { sub_id } => self.unsubscribe(index, id, sub_id)?,
             Request::History {
                 channel,
                 room,
@@ -276,74 +198,19 @@ impl IoThread {
                 before_id,
                 limit,
             } => {
-                let ch = self.lookup(index, channel)?;
-                self.access(index, &ch)?.check_read()?;
-                let every_room = room.is_empty() && self.caller(index)?.reads_every_room();
-                let room = if every_room {
-                    None
-                } else {
-                    check_room(&ch, room)?
+                let page = PageAsk {
+                    room,
+                    newest_first,
+                    after_id,
+                    before_id,
+                    limit,
                 };
-                let viewer = self.viewer(index);
-                let order = if newest_first {
-                    Order::NewestFirst
-                } else {
-                    Order::OldestFirst
-                };
-                let limit = if limit == 0 {
-                    limits::HISTORY_PAGE_DEFAULT
-                } else {
-                    limit.min(limits::HISTORY_PAGE_MAX)
-                };
-                let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
-                let start = wire::begin_frame(&mut conn.wbuf, Opcode::HistoryPage, id);
-                let count_at = conn.wbuf.len();
-                conn.wbuf.extend_from_slice(&[0; 4]);
-                let mut count = 0u32;
-                let wbuf = &mut conn.wbuf;
-                let budget = limits::FRAME_LEN_MAX as usize;
-                ch.reader().page_as(
-                    room.as_deref(),
-                    (after_id > 0).then_some(after_id),
-                    (before_id > 0).then_some(before_id),
-                    order,
-                    limit as usize,
-                    Some(viewer.as_deref()),
-                    &mut |raw| {
-                        if wbuf.len() - start + raw.len() > budget {
-                            return false;
-                        }
-                        wbuf.extend_from_slice(raw);
-                        count += 1;
-                        true
-                    },
-                );
-                conn.wbuf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
-                wire::end_frame(&mut conn.wbuf, start);
+                self.history(index, id, channel, &page)?;
             }
             Request::Fetch {
                 channel,
                 id: msg_id,
-            } => {
-                let ch = self.lookup(index, channel)?;
-                self.access(index, &ch)?.check_read()?;
-                let viewer = self.viewer(index);
-                let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
-                let wbuf = &mut conn.wbuf;
-                let found = ch.reader().get(msg_id, |raw| {
-                    let shown = record::visible(raw, viewer.as_deref());
-                    if shown {
-                        wire::encode_response(wbuf, id, &Response::Message { record: raw });
-                    }
-                    shown
-                });
-                if found != Some(true) {
-                    return Err(WireError::new(
-                        ErrorCode::MessageNotFound,
-                        format!("no message {msg_id}"),
-                    ));
-                }
-            }
+            } => self.fetch(index, id, channel, msg_id)?,
             Request::ChannelCreate { json } => {
                 let ch = self.broker.create_channel(self.caller(index)?, json)?;
                 self.respond_channel(index, id, &ch);
@@ -384,44 +251,103 @@ impl IoThread {
         Ok(Next::Continue)
     }
 
-    /// The error for a request that needs a key, on a connection that has none.
-    /// The first request after a revocation is told `AuthFailed`; later
-    /// ones `AuthRequired`.
-    fn unauthenticated(&mut self, index: usize) -> WireError {
-        if let Some(c) = self.conns.get_mut(index).filter(|c| c.revoked) {
-            c.revoked = false;
-            WireError::new(ErrorCode::AuthFailed, "the key was revoked")
-        } else {
-            WireError::new(ErrorCode::AuthRequired, "send Auth first")
-        }
+    fn unsubscribe(&mut self, index: usize, id: u32, sub_id: u32) -> Result<(), WireError> {
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        let generation = conn.generation;
+        let sub = conn.subs.remove(&sub_id).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::UnknownSubscription,
+                format!("no subscription {sub_id}"),
+            )
+        })?;
+        self.forget_member(sub.channel.id, index, generation, sub_id);
+        self.respond(index, id, &Response::Unsubscribed { sub_id });
+        Ok(())
     }
 
-    /// Makes sure the connection's caller is current: when the broker's
-    /// access epoch moved, the caller is looked up again; a revoked key
-    /// ends the authentication (and every subscription) of the connection.
-    ///
-    /// # Errors
-    /// `AuthFailed` when the key, user or instance is gone.
-    fn check_caller(&mut self, index: usize) -> Result<(), WireError> {
-        let epoch = self.broker.epoch();
+    fn fetch(
+        &mut self,
+        index: usize,
+        id: u32,
+        channel: &str,
+        msg_id: u64,
+    ) -> Result<(), WireError> {
+        let ch = self.lookup(index, channel)?;
+        self.access(index, &ch)?.check_read()?;
+        let viewer = self.viewer(index);
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
-        if conn.caller_epoch == epoch {
-            return Ok(());
-        }
-        let fresh = conn.caller.as_ref().and_then(|c| self.broker.refresh(c));
-        conn.caller_epoch = epoch;
-        conn.access_cache = None;
-        conn.last_channel = None;
-        match fresh {
-            Some(c) => {
-                conn.caller = Some(c);
-                Ok(())
+        let wbuf = &mut conn.wbuf;
+        let found = ch.reader().get(msg_id, |raw| {
+            let shown = record::visible(raw, viewer.as_deref());
+            if shown {
+                wire::encode_response(wbuf, id, &Response::Message { record: raw });
             }
-            None => {
-                self.revoke(index);
-                Err(self.unauthenticated(index))
-            }
+            shown
+        });
+        if found != Some(true) {
+            return Err(WireError::new(
+                ErrorCode::MessageNotFound,
+                format!("no message {msg_id}"),
+            ));
         }
+        Ok(())
+    }
+
+    /// Writes the `HistoryPage` answering request `id`: records of `channel`
+    /// as `page` asks, as many as fit one frame.
+    fn history(
+        &mut self,
+        index: usize,
+        id: u32,
+        channel: &str,
+        page: &PageAsk<'_>,
+    ) -> Result<(), WireError> {
+        let ch = self.lookup(index, channel)?;
+        self.access(index, &ch)?.check_read()?;
+        // Admins and `ignore_acl` keys may read every room at once.
+        let every_room = page.room.is_empty() && self.caller(index)?.reads_every_room();
+        let room = if every_room {
+            None
+        } else {
+            check_room(&ch, page.room)?
+        };
+        let viewer = self.viewer(index);
+        let order = if page.newest_first {
+            Order::NewestFirst
+        } else {
+            Order::OldestFirst
+        };
+        let limit = if page.limit == 0 {
+            limits::HISTORY_PAGE_DEFAULT
+        } else {
+            page.limit.min(limits::HISTORY_PAGE_MAX)
+        };
+        let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
+        let start = wire::begin_frame(&mut conn.wbuf, Opcode::HistoryPage, id);
+        let count_at = conn.wbuf.len();
+        conn.wbuf.extend_from_slice(&[0; 4]);
+        let mut count = 0u32;
+        let wbuf = &mut conn.wbuf;
+        let budget = limits::FRAME_LEN_MAX as usize;
+        ch.reader().page_as(
+            room.as_deref(),
+            (page.after_id > 0).then_some(page.after_id),
+            (page.before_id > 0).then_some(page.before_id),
+            order,
+            limit as usize,
+            Some(viewer.as_deref()),
+            &mut |raw| {
+                if wbuf.len() - start + raw.len() > budget {
+                    return false;
+                }
+                wbuf.extend_from_slice(raw);
+                count += 1;
+                true
+            },
+        );
+        conn.wbuf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+        wire::end_frame(&mut conn.wbuf, start);
+        Ok(())
     }
 
     /// The connection's (checked) caller.

@@ -11,6 +11,7 @@ mod completions;
 mod conn;
 mod fanout;
 mod handle;
+mod handshake;
 mod http;
 
 use std::collections::HashMap;

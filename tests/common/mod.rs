@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod tenancy;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -8,7 +8,8 @@ Usage: syncano_py.py HTTP_BASE ACCOUNT_KEY   (for example http://127.0.0.1:7480 
 Exercises what deployed apps do with the library: create, get, save (PUT),
 update (PATCH) and list channels; publish (payload sent as a JSON string);
 long-poll with last_id through the library's PollThread; history pages
-followed through `next`; a refused publish; delete. Prints one line per
+followed through `next`; rooms on a separate_rooms channel; a refused
+publish; delete. Prints one line per
 check and exits non-zero on the first failure.
 """
 import sys
@@ -70,6 +71,19 @@ def main(host, key):
     ids = [m.id for m in pages]
     assert ids == list(reversed(sent)), ids
     print("history ok")
+
+    # The guide's separate rooms: every message names its room, and an
+    # admin reads the whole history without one.
+    rooms = Channel.please.create(
+        instance_name=inst, name="legacyrooms", type="separate_rooms", custom_publish=True
+    )
+    a = rooms.publish(payload={"n": 1}, room="r1")
+    b = rooms.publish(payload={"n": 2}, room="r2")
+    assert (a.room, b.room) == ("r1", "r2"), (a.room, b.room)
+    whole = [(m.id, m.room) for m in Message.please.list(instance_name=inst, channel_name="legacyrooms")]
+    assert whole == [(b.id, "r2"), (a.id, "r1")], whole
+    rooms.delete()
+    print("rooms ok")
 
     closed = Channel.please.create(instance_name=inst, name="legacyclosed")
     try:

@@ -1,9 +1,9 @@
 //! Key commands: `key.create`, `key.list`, `key.update`, `key.revoke` for
 //! API keys, instance admin keys and server-wide admin keys.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{bad, key_kind, limit, not_found, Args, KeyKind};
+use super::{bad, given_key_kind, key_kind, limit, not_found, Args, KeyKind};
 use crate::broker::acl::Caller;
 use crate::broker::keys::{generate_key, hash_key, KeyHash, KeyOwner};
 use crate::broker::store;
@@ -198,29 +198,73 @@ impl Broker {
         Ok(rec.to_json())
     }
 
+    /// The kind of key `id` names among the keys the caller may see: API
+    /// keys and admin keys of the instance, and server-wide admin keys for
+    /// a server-wide admin. Ids of different kinds may be equal.
+    ///
+    /// # Errors
+    /// `IdentityNotFound` when it names none, `BadRequest` when it names
+    /// several (the caller must say which).
+    fn kind_of_key(
+        &self,
+        caller: &Caller,
+        inst: &Instance,
+        id: u64,
+    ) -> Result<KeyKind, BrokerError> {
+        let mut found = Vec::new();
+        if inst.identities().api_keys.contains_key(&id) {
+            found.push(KeyKind::Api);
+        }
+        let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        for k in meta.admins.keys.iter().filter(|k| k.id == id && !k.revoked) {
+            match k.instance {
+                Some(i) if i == inst.id() => found.push(KeyKind::Admin),
+                None if caller.is_server_admin() => found.push(KeyKind::ServerAdmin),
+                _ => {}
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(not_found("key", id)),
+            several => {
+                let kinds: Vec<&str> = several.iter().map(|k| k.name()).collect();
+                Err(bad(format!(
+                    "key id {id} names an {} key: give kind ({})",
+                    kinds.join(" key and an "),
+                    kinds.join(" or ")
+                )))
+            }
+        }
+    }
+
+    /// Revokes a key: of the kind given, or of the one kind its id names.
+    /// Returns the revoked key's record.
     pub(super) fn key_revoke(
         &self,
         caller: &Caller,
         inst: &Instance,
         mut args: Args,
     ) -> Result<Value, BrokerError> {
-        let kind = key_kind(&mut args)?;
+        let kind = given_key_kind(&mut args)?;
         let id = args.req_u64("id")?;
         args.finish()?;
-        match kind {
+        let kind = match kind {
+            Some(k) => k,
+            None => self.kind_of_key(caller, inst, id)?,
+        };
+        let revoked = match kind {
             KeyKind::Api => {
                 let rec = self.change_identities(inst, |ids| {
                     ids.api_keys
                         .remove(&id)
                         .ok_or_else(|| not_found("API key", id))
                 })?;
-                self.unindex_key(
-                    &rec.sha256,
-                    KeyOwner::Api {
-                        instance: inst.id(),
-                        id,
-                    },
-                );
+                let owner = KeyOwner::Api {
+                    instance: inst.id(),
+                    id,
+                };
+                self.unindex_key(&rec.sha256, owner);
+                rec.to_json()
             }
             KeyKind::Admin | KeyKind::ServerAdmin => {
                 let scope = if kind == KeyKind::ServerAdmin {
@@ -229,27 +273,40 @@ impl Broker {
                 } else {
                     Some(inst.id())
                 };
-                let mut meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
-                let mut admins = meta.admins.clone();
-                let rec = admins
-                    .keys
-                    .iter_mut()
-                    .find(|k| k.id == id && k.instance == scope && !k.revoked)
-                    .ok_or_else(|| not_found("admin key", id))?;
-                rec.revoked = true;
-                let (sha256, owner) = (
-                    rec.sha256,
-                    KeyOwner::Admin {
-                        id,
-                        instance: scope,
-                    },
-                );
-                store::save_admins(&self.data_dir, &admins).map_err(storage_to_wire)?;
-                meta.admins = admins;
-                self.unindex_key(&sha256, owner);
+                self.admin_key_revoke(id, scope, inst.name())?
             }
-        }
+        };
         self.bump_epoch();
-        Ok(json!({}))
+        Ok(revoked)
+    }
+
+    /// Marks admin key `id` of `scope` (an instance id, `None`:
+    /// server-wide) revoked, persisted before it takes effect.
+    fn admin_key_revoke(
+        &self,
+        id: u64,
+        scope: Option<u32>,
+        instance_name: &str,
+    ) -> Result<Value, BrokerError> {
+        let mut meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        let mut admins = meta.admins.clone();
+        let rec = admins
+            .keys
+            .iter_mut()
+            .find(|k| k.id == id && k.instance == scope && !k.revoked)
+            .ok_or_else(|| not_found("admin key", id))?;
+        rec.revoked = true;
+        let sha256 = rec.sha256;
+        let out = rec.to_json(scope.map(|_| instance_name));
+        store::save_admins(&self.data_dir, &admins).map_err(storage_to_wire)?;
+        meta.admins = admins;
+        self.unindex_key(
+            &sha256,
+            KeyOwner::Admin {
+                id,
+                instance: scope,
+            },
+        );
+        Ok(out)
     }
 }

@@ -99,15 +99,32 @@ enum KeyKind {
     ServerAdmin,
 }
 
-fn key_kind(args: &mut Args) -> Result<KeyKind, BrokerError> {
+impl KeyKind {
+    fn name(self) -> &'static str {
+        match self {
+            KeyKind::Api => "api",
+            KeyKind::Admin => "admin",
+            KeyKind::ServerAdmin => "server_admin",
+        }
+    }
+}
+
+/// The `kind` field, if given.
+fn given_key_kind(args: &mut Args) -> Result<Option<KeyKind>, BrokerError> {
     match args.str("kind")?.as_deref() {
-        None | Some("api") => Ok(KeyKind::Api),
-        Some("admin") => Ok(KeyKind::Admin),
-        Some("server_admin") => Ok(KeyKind::ServerAdmin),
+        None => Ok(None),
+        Some("api") => Ok(Some(KeyKind::Api)),
+        Some("admin") => Ok(Some(KeyKind::Admin)),
+        Some("server_admin") => Ok(Some(KeyKind::ServerAdmin)),
         Some(other) => Err(bad(format!(
             "kind must be api, admin or server_admin, not {other:?}"
         ))),
     }
+}
+
+/// The `kind` field; an API key when it is not given.
+fn key_kind(args: &mut Args) -> Result<KeyKind, BrokerError> {
+    Ok(given_key_kind(args)?.unwrap_or(KeyKind::Api))
 }
 
 impl Broker {
