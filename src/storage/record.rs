@@ -541,18 +541,19 @@ pub fn append_record(
     let total = record_len(author, body.len());
     let len = u32::try_from(total - 8).expect("record length bounded by limits");
     let flags = u16::from_le_bytes([body[2], body[3]]) | author.flags();
+    let author_len = author.encoded_len();
+    let head_len = RECORD_HEADER_LEN + author_len;
+    let mut head = [0u8; RECORD_HEADER_LEN + 16];
+    head[0..4].copy_from_slice(&len.to_le_bytes());
+    head[8..16].copy_from_slice(&id.to_le_bytes());
+    head[16..24].copy_from_slice(&created_at_us.to_le_bytes());
+    head[24] = body[0];
+    head[25] = body[1];
+    head[26..28].copy_from_slice(&flags.to_le_bytes());
+    author.write(&mut head[RECORD_HEADER_LEN..head_len]);
     let start = out.len();
     out.reserve(total);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&created_at_us.to_le_bytes());
-    out.extend_from_slice(&body[..2]);
-    out.extend_from_slice(&flags.to_le_bytes());
-    let mut author_bytes = [0u8; 16];
-    let author_len = author.encoded_len();
-    author.write(&mut author_bytes[..author_len]);
-    out.extend_from_slice(&author_bytes[..author_len]);
+    out.extend_from_slice(&head[..head_len]);
     out.extend_from_slice(&body[BODY_HEADER_LEN..]);
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -844,6 +845,15 @@ mod tests {
         assert_eq!(v.ref_id(), Some(41));
         assert_eq!(v.idempotency_key(), Some(&b"k-1"[..]));
         assert_eq!(v.payload(), br#"{"a":1}"#);
+        // The staging path builds the same bytes, after what is there.
+        for a in [Author::None, Author::Admin(5), Author::ApiKey(6), author] {
+            let mut want = vec![0u8; record_len(a, b.len())];
+            write_record(&mut want, 42, 7, a, &b);
+            let mut staged = vec![0xee; 3];
+            assert_eq!(append_record(&mut staged, 42, 7, a, &b), want.len());
+            assert_eq!(&staged[..3], &[0xee; 3]);
+            assert_eq!(&staged[3..], &want[..]);
+        }
     }
 
     #[test]
