@@ -41,6 +41,10 @@ pub struct CommitStage {
 /// How long an idle commit thread sleeps before it looks again.
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
+/// Most time written records wait for a sync when no acknowledgement waits
+/// for it (under `batch` and `none`).
+const LAZY_SYNC: Duration = Duration::from_millis(5);
+
 impl CommitStage {
     /// A stage for logs kept under `durability`.
     pub fn new(broker: Arc<Broker>, durability: Durability) -> CommitStage {
@@ -65,8 +69,10 @@ impl CommitStage {
         if job.is_none() && acks.is_empty() {
             return;
         }
-        {
+        let wake = !acks.is_empty();
+        let was_empty = {
             let mut work = self.lock();
+            let was_empty = work.is_empty();
             let w = work.entry(channel).or_default();
             match (&mut w.job, job) {
                 (Some(j), Some(later)) => j.merge(later),
@@ -74,9 +80,12 @@ impl CommitStage {
                 (_, None) => {}
             }
             w.acks.extend(acks);
-        }
-        // Under `interval` the thread wakes on its own clock.
-        if !matches!(self.durability, Durability::Interval { .. }) {
+            was_empty
+        };
+        // Under `interval` the thread wakes on its own clock. Otherwise it
+        // wakes at once for acknowledgements that wait, and for the first
+        // job of an idle stage (which it syncs within `LAZY_SYNC`).
+        if !matches!(self.durability, Durability::Interval { .. }) && (wake || was_empty) {
             self.unpark();
         }
     }
@@ -107,11 +116,30 @@ impl CommitStage {
         let mut last_round = Instant::now();
         loop {
             let finishing = self.finishing.load(Ordering::SeqCst);
-            if finishing || interval.map_or(true, |i| last_round.elapsed() >= i) {
-                let round = std::mem::take(&mut *self.lock());
-                if interval.is_some() {
-                    last_round = Instant::now();
+            let (due, wait) = match interval {
+                Some(i) => (
+                    last_round.elapsed() >= i,
+                    i.saturating_sub(last_round.elapsed()),
+                ),
+                // Acknowledgements that wait are synced at once; work nobody
+                // waits for (index points, the committed head) within
+                // `LAZY_SYNC`, so a trickle of publishes does not cost one
+                // sync each.
+                None => {
+                    let work = self.lock();
+                    if work.is_empty() {
+                        (false, IDLE_PARK)
+                    } else if work.values().any(|w| !w.acks.is_empty()) {
+                        (true, Duration::ZERO)
+                    } else {
+                        let left = LAZY_SYNC.saturating_sub(last_round.elapsed());
+                        (left.is_zero(), left)
+                    }
                 }
+            };
+            if finishing || due {
+                let round = std::mem::take(&mut *self.lock());
+                last_round = Instant::now();
                 if !round.is_empty() {
                     self.run_round(round);
                     continue;
@@ -120,12 +148,15 @@ impl CommitStage {
                     return;
                 }
             }
-            let wait = interval
-                .map_or(IDLE_PARK, |i| i.saturating_sub(last_round.elapsed()))
-                .max(Duration::from_micros(100));
             self.sleeping.store(true, Ordering::SeqCst);
-            if interval.is_some() || self.lock().is_empty() {
-                std::thread::park_timeout(wait);
+            // What arrived since the decision above (an unpark may have
+            // come before `sleeping` was set).
+            let skip = {
+                let work = self.lock();
+                work.values().any(|w| !w.acks.is_empty()) || (wait >= IDLE_PARK && !work.is_empty())
+            };
+            if !skip && !self.finishing.load(Ordering::SeqCst) {
+                std::thread::park_timeout(wait.max(Duration::from_micros(100)));
             }
             self.sleeping.store(false, Ordering::SeqCst);
         }
