@@ -10,7 +10,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::broker::writer::Writer;
-use crate::broker::{BootstrapKey, Broker, IoLink};
+use crate::broker::{BootstrapKey, Broker, IoLink, OpenError};
 use crate::config::ServerConfig;
 use crate::limits;
 use crate::net::{Handoff, IoThread, Listeners, WAKER};
@@ -103,7 +103,15 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         },
         links,
     )
-    .map_err(|e| format!("cannot open the data directory {data_dir}: {e}"))?;
+    .map_err(|e| -> ServerError {
+        match e {
+            // It names the directory and the server holding it.
+            OpenError::Locked(_) => Box::new(e),
+            OpenError::Storage(_) => {
+                format!("cannot open the data directory {data_dir}: {e}").into()
+            }
+        }
+    })?;
     let listeners = bind(&config)?;
     let addr = listeners
         .binary

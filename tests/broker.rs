@@ -12,7 +12,7 @@ use tidewire::client::{Client, ClientError, Event, HistoryQuery, OutgoingMessage
 use tidewire::wire::{self, AckMode, ErrorCode, Start};
 
 use common::{TestServer, ADMIN_KEY};
-use proc_common::{Serve, ServerProcess};
+use proc_common::{rss_anon_kib, Serve, ServerProcess};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -298,15 +298,6 @@ fn kill_9_under_batch_durability_loses_no_acknowledged_message() {
     }
     assert_eq!(got.len(), all.len() + 1);
     child.kill9();
-}
-
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon in /proc status")
 }
 
 #[test]

@@ -97,7 +97,7 @@ fn publish(addr: &str, stop: &AtomicBool, until: Option<Instant>) -> Vec<Acked> 
     let mut acked = Vec::new();
     let mut seq = 0u64;
     loop {
-        let more = !stop.load(Ordering::Relaxed) && until.map_or(true, |u| Instant::now() < u);
+        let more = !stop.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u);
         if more {
             let (k, p) = (key(seq), payload(seq));
             let m = OutgoingMessage::new(&p).idempotency_key(k.as_bytes());
@@ -259,7 +259,7 @@ fn check(
     );
     let required: Vec<&Acked> = acked
         .iter()
-        .filter(|a| keep_before.map_or(true, |t| a.at < t))
+        .filter(|a| keep_before.is_none_or(|t| a.at < t))
         .collect();
     let mut lost = Vec::new();
     for a in &required {

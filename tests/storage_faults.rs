@@ -87,7 +87,7 @@ fn workload(log: &mut ChannelLog, seen: &mut Seen, rounds: u64) -> Result<(), St
         let mut batch = Vec::new();
         for j in 0..(round % 4 + 1) {
             n += 1;
-            let key_n = if n % 5 == 0 { n / 2 } else { n };
+            let key_n = if n.is_multiple_of(5) { n / 2 } else { n };
             seen.sent.insert(key_n);
             let out = log.append(
                 Author::ApiKey(1),

@@ -141,7 +141,7 @@ fn check_reads(
     } else {
         Order::OldestFirst
     };
-    let before = if after % 3 == 0 {
+    let before = if after.is_multiple_of(3) {
         Some(after + 40)
     } else {
         None
@@ -159,7 +159,7 @@ fn check_reads(
     );
     let mut want: Vec<(u64, Vec<u8>)> = visible
         .iter()
-        .filter(|x| x.id > after / 2 && before.map_or(true, |b| x.id < b))
+        .filter(|x| x.id > after / 2 && before.is_none_or(|b| x.id < b))
         .filter(|x| room.is_none() || x.room == room)
         .map(|x| (x.id, x.payload.clone()))
         .collect();

@@ -11,6 +11,7 @@ mod admin;
 mod channel;
 mod commit;
 mod keys;
+mod lock;
 mod registry;
 mod store;
 mod tenancy;
@@ -29,6 +30,7 @@ pub use channel::{
     ChannelSettings, Permission, DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
 };
 pub use keys::{generate_key, hash_key, KeyHash, KeyIndex, KeyOwner};
+pub use lock::{DataDirLock, LockError, OpenError, LOCK_FILE};
 pub use tenancy::{
     AdminKeyRecord, ApiKeyRecord, GroupRecord, Identities, Instance, InstanceRecord, UserRecord,
 };
@@ -121,6 +123,8 @@ impl InstanceTable {
 /// State shared by every thread of one server.
 #[derive(Debug)]
 pub struct Broker {
+    /// Held for the broker's whole life: one server per data directory.
+    _lock: DataDirLock,
     data_dir: PathBuf,
     log_config: LogConfig,
     clock: SharedClock,
@@ -213,9 +217,17 @@ impl Broker {
     /// `default` instance and, without a bootstrap key, generates a
     /// server-wide admin key, returned to be shown once.
     ///
+    /// Every way of opening a data directory comes through here, so this is
+    /// where its lock is taken ([`DataDirLock`]); the broker holds it until
+    /// it is dropped.
+    ///
     /// # Errors
-    /// I/O or corruption errors from the metadata snapshots or logs.
-    pub fn open(config: BrokerConfig, io_links: Vec<Arc<IoLink>>) -> Result<Opened, StorageError> {
+    /// [`OpenError::Locked`] when another server holds the directory (it is
+    /// then left untouched); I/O or corruption errors from the metadata
+    /// snapshots or logs.
+    pub fn open(config: BrokerConfig, io_links: Vec<Arc<IoLink>>) -> Result<Opened, OpenError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(StorageError::from)?;
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let loaded = store::load(&config)?;
         let mut table = InstanceTable::default();
         let mut channel_total = 0;
@@ -224,6 +236,7 @@ impl Broker {
             table.insert(inst);
         }
         let broker = Arc::new(Broker {
+            _lock: lock,
             data_dir: config.data_dir,
             log_config: config.log_config,
             clock: config.clock,

@@ -360,8 +360,8 @@ mod tests {
         let mut hits: Vec<u64> = ids
             .iter()
             .copied()
-            .filter(|&id| plan.after_id.map_or(true, |a| id > a))
-            .filter(|&id| plan.before_id.map_or(true, |b| id < b))
+            .filter(|&id| plan.after_id.is_none_or(|a| id > a))
+            .filter(|&id| plan.before_id.is_none_or(|b| id < b))
             .collect();
         if plan.newest_first {
             hits.reverse();
@@ -448,7 +448,7 @@ mod tests {
                         let kept = ids
                             .iter()
                             .copied()
-                            .filter(|&id| last_id.map_or(true, |l| id > l));
+                            .filter(|&id| last_id.is_none_or(|l| id > l));
                         let want = if desc {
                             pages(kept.rev(), page_size.min(100))
                         } else {

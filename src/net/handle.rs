@@ -44,7 +44,7 @@ impl IoThread {
     pub(super) fn handle_frames(&mut self, index: usize) -> bool {
         let more = self.handle_some_frames(index);
         self.submit_coalesced(index);
-        more && !self.conns.get(index).is_some_and(|c| c.stalled.is_some())
+        more && self.conns.get(index).is_none_or(|c| c.stalled.is_none())
     }
 
     fn handle_some_frames(&mut self, index: usize) -> bool {
@@ -463,7 +463,7 @@ impl IoThread {
         ranges.clear();
         wire::for_each_message(region, count, &mut |s, e| ranges.push((s, e)))?;
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
-        let joins = conn.coalesced.as_ref().map_or(true, |c| {
+        let joins = conn.coalesced.as_ref().is_none_or(|c| {
             c.channel_id == ch.id
                 && c.ack == ack
                 && c.author == author

@@ -223,9 +223,10 @@ pub fn decode_index(buf: &[u8]) -> IndexFile {
     for chunk in body.chunks(INDEX_ENTRY_LEN) {
         match IndexEntry::decode(chunk) {
             Some(e)
-                if out.entries.last().map_or(true, |p| {
-                    p.kind == KIND_POINT && p.id <= e.id && p.pos < e.pos
-                }) =>
+                if out
+                    .entries
+                    .last()
+                    .is_none_or(|p| p.kind == KIND_POINT && p.id <= e.id && p.pos < e.pos) =>
             {
                 out.entries.push(e)
             }
@@ -464,9 +465,9 @@ pub fn decode_holes(buf: &[u8]) -> Vec<Hole> {
         };
         let ordered = out
             .last()
-            .map_or(true, |p| p.next_id <= kept_id.saturating_add(1));
+            .is_none_or(|p| p.next_id <= kept_id.saturating_add(1));
         if crc32fast::hash(b.get(..24).unwrap_or_default()) != crc
-            || kept_id.checked_add(1).map_or(true, |k| k >= next_id)
+            || kept_id.checked_add(1).is_none_or(|k| k >= next_id)
             || !ordered
         {
             break;

@@ -130,7 +130,7 @@ fn decode_publish<'a>(r: &mut Reader<'a>) -> Result<Request<'a>, WireError> {
     let min = usize::try_from(count)
         .ok()
         .and_then(|c| c.checked_mul(4 + record::BODY_HEADER_LEN));
-    if !min.is_some_and(|min| region.len() >= min) {
+    if min.is_none_or(|min| region.len() < min) {
         return Err(r.err(format!("messages region too short for {count} messages")));
     }
     Ok(Request::Publish {

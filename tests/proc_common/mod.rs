@@ -11,6 +11,9 @@
 //!   e2fsprogs tools); tests that need it print why they skip when it
 //!   cannot, unless `TIDEWIRE_LOOP_REQUIRED` is set (CI sets it), in which
 //!   case a missing loop device fails the test.
+//! * [`Serve::run_to_exit`]: a server expected to refuse to start, with
+//!   its exit status and output.
+//! * [`rss_anon_kib`]: a process's anonymous resident memory.
 //! * [`read_all`]: a channel's whole history, oldest first, page by page.
 //! * [`Rng`]: a seeded generator, so a failing random run can be replayed.
 #![allow(dead_code)]
@@ -40,6 +43,7 @@ pub struct Serve {
     data_dir: PathBuf,
     durability: String,
     segment_size: Option<u64>,
+    http: bool,
 }
 
 impl Serve {
@@ -49,6 +53,55 @@ impl Serve {
             data_dir: data_dir.to_path_buf(),
             durability: "batch".into(),
             segment_size: None,
+            http: false,
+        }
+    }
+
+    /// The HTTP shim on a free loopback port too (off otherwise).
+    pub fn http(mut self) -> Serve {
+        self.http = true;
+        self
+    }
+
+    /// Runs the server to its end with stdout and stderr captured: for a
+    /// server that is expected to refuse to start. One still running after
+    /// `START_TIMEOUT` is killed (its status then says so).
+    ///
+    /// # Panics
+    /// When the binary cannot be run.
+    pub fn run_to_exit(&self) -> std::process::Output {
+        let out = tempfile::tempfile().expect("stdout file");
+        let err = tempfile::tempfile().expect("stderr file");
+        let mut child = self
+            .command()
+            .stdout(Stdio::from(out.try_clone().expect("stdout file")))
+            .stderr(Stdio::from(err.try_clone().expect("stderr file")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", env!("CARGO_BIN_EXE_tidewire")));
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                break status;
+            }
+            if started.elapsed() > START_TIMEOUT {
+                // It may have exited meanwhile; the wait below reaps it.
+                let _ = child.kill();
+                break child.wait().expect("waiting for the server");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let read = |mut f: File| {
+            use std::io::{Read, Seek};
+            let mut bytes = Vec::new();
+            f.rewind()
+                .and_then(|_| f.read_to_end(&mut bytes))
+                .expect("output file");
+            bytes
+        };
+        std::process::Output {
+            status,
+            stdout: read(out),
+            stderr: read(err),
         }
     }
 
@@ -66,7 +119,8 @@ impl Serve {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidewire"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
+        let http = if self.http { "127.0.0.1:0" } else { "off" };
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", http])
             .args(["--io-threads", "2", "--durability", &self.durability])
             .arg("--data-dir")
             .arg(&self.data_dir);
@@ -85,6 +139,7 @@ impl Serve {
 pub struct ServerProcess {
     child: Child,
     addr: String,
+    http_addr: Option<String>,
     log: tempfile::NamedTempFile,
     reaped: bool,
 }
@@ -110,40 +165,59 @@ impl ServerProcess {
             .map_err(|e| format!("spawning {}: {e}", env!("CARGO_BIN_EXE_tidewire")))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
-        // Reads the address, then keeps draining stdout so the server never
-        // blocks on a full pipe.
+        // Reads the addresses, then keeps draining stdout so the server
+        // never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("tidewire: listening on ") {
+                let binary = line.strip_prefix("tidewire: listening on ");
+                let http = line.strip_prefix("tidewire: HTTP shim listening on ");
+                if let Some(a) = binary.or(http) {
                     // The receiver may have given up; nothing to do then.
-                    let _ = tx.send(a.trim().to_string());
+                    let _ = tx.send((http.is_some(), a.trim().to_string()));
                 }
             }
         });
         let mut server = ServerProcess {
             child,
             addr: String::new(),
+            http_addr: None,
             log,
             reaped: false,
         };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => {
-                server.addr = addr;
-                Ok(server)
-            }
-            Err(_) => {
-                let status = server.kill9();
-                Err(format!(
-                    "tidewire serve did not start ({status}); its log:\n{}",
-                    server.log()
-                ))
+        let started = std::time::Instant::now();
+        let listening =
+            |s: &ServerProcess| !s.addr.is_empty() && (!serve.http || s.http_addr.is_some());
+        while !listening(&server) {
+            let left = START_TIMEOUT.saturating_sub(started.elapsed());
+            match rx.recv_timeout(left) {
+                Ok((true, addr)) => server.http_addr = Some(addr),
+                Ok((false, addr)) => server.addr = addr,
+                Err(_) => break,
             }
         }
+        if listening(&server) {
+            return Ok(server);
+        }
+        let status = server.kill9();
+        Err(format!(
+            "tidewire serve did not start ({status}); its log:\n{}",
+            server.log()
+        ))
     }
 
     /// `host:port` of the binary protocol.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// `host:port` of the HTTP shim.
+    ///
+    /// # Panics
+    /// When the server was started without it ([`Serve::http`]).
+    pub fn http_addr(&self) -> &str {
+        self.http_addr
+            .as_deref()
+            .expect("the server runs the HTTP shim")
     }
 
     /// The process id.
@@ -226,6 +300,19 @@ pub fn send_signal(pid: u32, sig: libc::c_int) {
         "kill({pid}, {sig}): {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// Anonymous resident memory of process `pid`, in KiB.
+///
+/// # Panics
+/// When `/proc/PID/status` cannot be read.
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc status")
 }
 
 /// A channel's whole retained history, oldest first.

@@ -137,7 +137,7 @@ fn index_builder(
 ) -> impl FnMut(usize, &RecordView<'_>) + '_ {
     move |off, v| {
         let pos = HEADER_LEN + off as u64;
-        if last.map_or(true, |p| pos - p >= limits::INDEX_INTERVAL_BYTES) {
+        if last.is_none_or(|p| pos - p >= limits::INDEX_INTERVAL_BYTES) {
             points.push(IndexEntry {
                 id: v.id(),
                 created_at_us: v.created_at_us(),
@@ -246,7 +246,7 @@ fn scan_segment(
     points.dedup_by_key(|p| p.pos);
     let clean = matches!(r.stop, ScanStop::EndOfData | ScanStop::EndOfRegion)
         && !dirty_after(data, r.end)
-        && (start > 0 || r.first_id.map_or(true, |f| f == first));
+        && (start > 0 || r.first_id.is_none_or(|f| f == first));
     let seal = IndexEntry {
         id: r.last_id.unwrap_or(first - 1),
         created_at_us: r.last_created_at_us,

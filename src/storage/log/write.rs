@@ -141,7 +141,7 @@ impl ChannelLog {
         let written = record::append_record(&mut a.stage, id, created_at_us, author, body);
         debug_assert_eq!(written as u64, len);
         if a.last_index_pos
-            .map_or(true, |p| pos - p >= limits::INDEX_INTERVAL_BYTES)
+            .is_none_or(|p| pos - p >= limits::INDEX_INTERVAL_BYTES)
         {
             a.staged_points.push(IndexEntry {
                 id,
