@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::limits;
-use crate::storage::LogReader;
+use crate::storage::{Hole, LogReader, Position};
 use crate::wire::{ErrorCode, WireError};
 
 /// `default` or `separate_rooms` (every call names a room).
@@ -312,6 +312,22 @@ impl ChannelSettings {
     }
 }
 
+/// A read "after id N" where N is beyond the head of its channel: no such
+/// id was ever assigned there (`AheadOfHead`, 33).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AheadOfHead {
+    /// The channel's head when the read was checked.
+    pub head_id: u64,
+    /// What a client is told (naming the channel, the id and the head).
+    pub message: String,
+}
+
+impl From<AheadOfHead> for WireError {
+    fn from(e: AheadOfHead) -> WireError {
+        WireError::new(ErrorCode::AheadOfHead, e.message)
+    }
+}
+
 /// A live channel: settings behind a lock (changed rarely) and the reader of
 /// its log (read on every delivery, lock-free).
 #[derive(Debug)]
@@ -376,6 +392,31 @@ impl Channel {
     /// The log reader.
     pub fn reader(&self) -> &LogReader {
         &self.reader
+    }
+    /// Checks where a read "after id `after_id`" starts: the single check of
+    /// every path that takes such an id from a client (`Subscribe` after
+    /// id, `History` after_id, the HTTP poll's `last_id`). Ids never go
+    /// backwards in a channel (nor for its name), so an id beyond the head
+    /// was never assigned here: the caller is confused (another channel's
+    /// id, or a channel it does not know was replaced), and is told so
+    /// rather than left waiting for ids that would skip its messages. An id
+    /// inside ids a crash took back is no error: the crash hole is returned,
+    /// and the read continues above it.
+    ///
+    /// # Errors
+    /// [`AheadOfHead`], naming the head id.
+    pub fn check_after(&self, after_id: u64) -> Result<Option<Hole>, AheadOfHead> {
+        match self.reader.position(after_id) {
+            Position::Valid => Ok(None),
+            Position::TakenBack(hole) => Ok(Some(hole)),
+            Position::Ahead { head_id } => Err(AheadOfHead {
+                head_id,
+                message: format!(
+                    "id {after_id} is beyond the head of channel {:?}: head_id {head_id}",
+                    self.name
+                ),
+            }),
+        }
     }
     /// Marks the channel deleted: new requests fail, subscriptions close.
     pub fn mark_deleted(&self) {

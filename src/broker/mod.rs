@@ -10,6 +10,7 @@ mod acl;
 mod admin;
 mod channel;
 mod commit;
+mod id_marks;
 mod keys;
 mod lock;
 mod registry;
@@ -26,8 +27,8 @@ use crossbeam_queue::ArrayQueue;
 
 pub use acl::{access, Access, Caller, Principal, UserRef};
 pub use channel::{
-    channel_name, check_room_name, global_channel_id, is_builtin_name, Channel, ChannelKind,
-    ChannelSettings, Permission, DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
+    channel_name, check_room_name, global_channel_id, is_builtin_name, AheadOfHead, Channel,
+    ChannelKind, ChannelSettings, Permission, DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
 };
 pub use keys::{generate_key, hash_key, KeyHash, KeyIndex, KeyOwner};
 pub use lock::{DataDirLock, LockError, OpenError, LOCK_FILE};
@@ -144,6 +145,9 @@ pub struct Broker {
     pub append_queue: ArrayQueue<WriterMsg>,
     /// Bytes of publish frames queued or being appended (bounded).
     pub inflight_bytes: AtomicUsize,
+    /// The channel whose delete is taking its name's id mark (0: none):
+    /// publishes to it wait until its removal is queued for the writer.
+    deleting_channel: AtomicU64,
     /// One link per io thread, indexed by io thread number.
     pub io_links: Vec<Arc<IoLink>>,
     writer_thread: Mutex<Option<std::thread::Thread>>,
@@ -248,6 +252,7 @@ impl Broker {
             channel_total: AtomicUsize::new(channel_total),
             append_queue: ArrayQueue::new(limits::APPEND_QUEUE_LEN),
             inflight_bytes: AtomicUsize::new(0),
+            deleting_channel: AtomicU64::new(0),
             io_links,
             writer_thread: Mutex::new(None),
             writer_sleeping: AtomicBool::new(false),
@@ -632,16 +637,28 @@ impl Broker {
         self.unpark_writer();
     }
 
-    /// Queues a publish for the writer; gives it back when the queue is full.
+    /// Queues a publish for the writer; gives it back when the queue is full
+    /// (or while its channel's delete takes the name's id mark).
     ///
     /// # Errors
-    /// The message itself when the queue or the in-flight byte budget is full.
+    /// The message itself when the queue or the in-flight byte budget is
+    /// full, or its channel is being deleted.
     #[allow(clippy::result_large_err)] // the message is handed back, not an error value
     pub fn try_append(&self, msg: WriterMsg, bytes: usize) -> Result<(), WriterMsg> {
-        let before = self.inflight_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let before = self.inflight_bytes.fetch_add(bytes, Ordering::SeqCst);
         if before > 0 && before + bytes > limits::INFLIGHT_BYTES_MAX {
             self.inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(msg);
+        }
+        // Counted first, then checked (both SeqCst), against the delete's
+        // store then read: either the delete's id mark counts these bytes,
+        // or this publish waits until the removal is queued ahead of it
+        // (and is then refused by the writer with `ChannelNotFound`).
+        if let WriterMsg::Publish(req) = &msg {
+            if req.channel_id == self.deleting_channel.load(Ordering::SeqCst) {
+                self.inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                return Err(msg);
+            }
         }
         match self.append_queue.push(msg) {
             Ok(()) => {

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::acl::Caller;
 use super::channel::{Channel, ChannelSettings};
+use super::id_marks::deleted_channel_bound;
 use super::store::{self, InstancesSnapshot, MetaState};
 use super::tenancy::{validate_description, validate_instance_name, Instance, InstanceRecord};
 use super::writer::WriterMsg;
@@ -90,6 +91,9 @@ impl Broker {
         if let Some(r) = settings.retention_us {
             cfg.retention_us = r;
         }
+        // Ids never go backwards for a name: a channel created again under
+        // a deleted one's name continues after every id that one assigned.
+        cfg.first_id_floor = inst.id_marks().mark(&settings.name).saturating_add(1);
         let (log, _) = ChannelLog::open(
             &channel_dir(&self.data_dir, inst.id(), local),
             cfg,
@@ -193,11 +197,24 @@ impl Broker {
             ));
         }
         inst.channels_mut().remove(ch.name());
+        // Publishes queued before the removal are still appended: the
+        // name's mark covers them (read in this order, before the removal
+        // is queued; see `id_marks::deleted_channel_bound`). Publishes that
+        // passed their check of the channel but are not counted yet wait
+        // meanwhile (`Broker::try_append`).
+        self.deleting_channel.store(ch.id, Ordering::SeqCst);
         ch.mark_deleted();
+        let queued = self.inflight_bytes.load(Ordering::SeqCst);
+        let bound = deleted_channel_bound(ch.reader().head_id(), queued);
+        inst.id_marks().raise(ch.name(), bound);
         self.channel_total.fetch_sub(1, Ordering::AcqRel);
+        // The mark is on disk before the log is gone: a crash between the
+        // two cannot bring the name back with ids from the start.
+        let saved = store::save_channels(&self.data_dir, &inst);
         self.send_to_writer(WriterMsg::RemoveChannel { id: ch.id });
+        self.deleting_channel.store(0, Ordering::SeqCst);
         self.bump_epoch();
-        if let Err(e) = store::save_channels(&self.data_dir, &inst) {
+        if let Err(e) = saved {
             tracing::error!(error = %e, "channel registry not saved after a delete");
             return Err(storage_to_wire(e));
         }

@@ -6,7 +6,7 @@
 //! <data_dir>/meta/admins.snap                  admin keys (hashes)
 //! <data_dir>/meta/instances.snap               instances, next instance id
 //! <data_dir>/instances/<id>/identities.snap    API keys, users, groups
-//! <data_dir>/instances/<id>/channels.snap      channel settings, next channel id
+//! <data_dir>/instances/<id>/channels.snap      channel settings, next channel id, id marks
 //! <data_dir>/instances/<id>/channels/<id>/     each channel's log
 //! ```
 //!
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, ChannelSettings, DEFAULT_CHANNEL, EVENTLOG_CHANNEL};
+use super::id_marks::IdMarks;
 use super::keys::{generate_key, hash_key, KeyHash, KeyIndex, KeyOwner};
 use super::tenancy::{AdminKeyRecord, Identities, Instance, InstanceRecord};
 use super::{channel_dir, instance_dir, BrokerConfig, DEFAULT_INSTANCE};
@@ -44,14 +45,45 @@ pub struct InstancesSnapshot {
     pub instances: Vec<InstanceRecord>,
 }
 
-/// Persisted channel settings of one instance (also the layout of the
-/// single-instance `meta/channels.snap` of earlier data directories).
+/// Persisted channel settings of one instance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChannelsSnapshot {
     /// Next channel id in the instance.
     pub next_channel_id: u64,
     /// Every channel.
     pub channels: Vec<ChannelSettings>,
+    /// Per deleted channel name, the highest id a channel of that name
+    /// assigned: a channel created again under it continues after it.
+    pub id_marks: Vec<(String, u64)>,
+}
+
+/// The layout of a channels snapshot written before it carried id marks
+/// (also that of the single-instance `meta/channels.snap` of earlier data
+/// directories).
+#[derive(Debug, Deserialize)]
+struct ChannelsSnapshotV1 {
+    next_channel_id: u64,
+    channels: Vec<ChannelSettings>,
+}
+
+/// Reads a channels snapshot in the current layout or the one before id
+/// marks (each decodes exactly only in its own layout).
+///
+/// # Errors
+/// I/O errors; corruption when the file decodes in neither layout.
+fn read_channels(path: &Path) -> Result<Option<ChannelsSnapshot>, StorageError> {
+    match meta::read_snapshot::<ChannelsSnapshot>(path) {
+        Err(StorageError::Corruption(why)) => match meta::read_snapshot::<ChannelsSnapshotV1>(path)
+        {
+            Ok(old) => Ok(old.map(|v1| ChannelsSnapshot {
+                next_channel_id: v1.next_channel_id,
+                channels: v1.channels,
+                id_marks: Vec::new(),
+            })),
+            Err(_) => Err(StorageError::Corruption(why)),
+        },
+        other => other,
+    }
 }
 
 /// Admin keys of a data directory from before instances.
@@ -253,7 +285,7 @@ fn first_instances(
         created_at_us: config.clock.now_us(),
     };
     let legacy = d.join("meta/channels.snap");
-    if let Some(channels) = meta::read_snapshot::<ChannelsSnapshot>(&legacy)? {
+    if let Some(channels) = read_channels(&legacy)? {
         // The old layout already kept logs under instances/1/channels/<id>.
         std::fs::create_dir_all(instance_dir(d, 1))?;
         meta::write_snapshot(&channels_path(d, 1), &channels)?;
@@ -287,10 +319,13 @@ fn remove_orphan_instances(d: &Path, live: &[InstanceRecord]) {
     }
 }
 
+/// Opens the log of channel `s`, whose ids start after `id_mark` (the
+/// highest id a deleted channel of its name had; 0: none).
 fn open_log(
     d: &Path,
     iid: u32,
     s: &ChannelSettings,
+    id_mark: u64,
     log_config: &LogConfig,
     clock: &SharedClock,
 ) -> Result<ChannelLog, StorageError> {
@@ -298,6 +333,7 @@ fn open_log(
     if let Some(r) = s.retention_us {
         cfg.retention_us = r;
     }
+    cfg.first_id_floor = id_mark.saturating_add(1);
     let (log, report) = ChannelLog::open(&channel_dir(d, iid, s.id), cfg, clock.clone())?;
     for action in &report.actions {
         tracing::warn!(instance = iid, channel = %s.name, "recovery: {action}");
@@ -332,8 +368,9 @@ fn open_instance(
             },
         );
     }
-    let snap: ChannelsSnapshot = meta::read_snapshot(&channels_path(d, iid))?.unwrap_or_default();
+    let snap = read_channels(&channels_path(d, iid))?.unwrap_or_default();
     let inst = Instance::new(rec, ids);
+    let marks = IdMarks::from_snapshot(snap.id_marks);
     for s in snap.channels {
         if let Some(log) = logs.get(&super::global_channel_id(iid, s.id)) {
             // Created by this start (first start): already open.
@@ -341,11 +378,13 @@ fn open_instance(
             inst.channels_mut().insert(ch.name().to_string(), ch);
             continue;
         }
-        let log = open_log(d, iid, &s, &config.log_config, &config.clock)?;
+        let mark = marks.mark(&s.name);
+        let log = open_log(d, iid, &s, mark, &config.log_config, &config.clock)?;
         let ch = Arc::new(Channel::new(iid, s, log.reader()));
         logs.insert(ch.id, log);
         inst.channels_mut().insert(ch.name().to_string(), ch);
     }
+    *inst.id_marks() = marks;
     inst.set_next_channel_id(snap.next_channel_id.max(1));
     Ok(Arc::new(inst))
 }
@@ -373,7 +412,7 @@ pub fn create_instance(
     let mut logs = Vec::new();
     for (local, name) in [(1, DEFAULT_CHANNEL), (2, EVENTLOG_CHANNEL)] {
         let s = ChannelSettings::builtin(name, local, now);
-        let log = open_log(d, iid, &s, log_config, clock)?;
+        let log = open_log(d, iid, &s, 0, log_config, clock)?;
         let ch = Arc::new(Channel::new(iid, s, log.reader()));
         logs.push((ch.id, log));
         inst.channels_mut().insert(ch.name().to_string(), ch);
@@ -407,7 +446,7 @@ pub fn save_identities(d: &Path, iid: u32, ids: &Identities) -> Result<(), Stora
     meta::write_snapshot(&identities_path(d, iid), ids)
 }
 
-/// Writes one instance's channel settings.
+/// Writes one instance's channel settings and id marks.
 ///
 /// # Errors
 /// I/O errors.
@@ -415,6 +454,7 @@ pub fn save_channels(d: &Path, inst: &Instance) -> Result<(), StorageError> {
     let snap = ChannelsSnapshot {
         next_channel_id: inst.next_channel_id(),
         channels: inst.channels().iter().map(|c| c.settings()).collect(),
+        id_marks: inst.id_marks().snapshot(),
     };
     meta::write_snapshot(&channels_path(d, inst.id()), &snap)
 }
@@ -454,7 +494,12 @@ mod tests {
         meta::write_snapshot(&d.join("meta/keys.snap"), &legacy_keys).unwrap();
         let mut s = ChannelSettings::builtin("x", 7, 5);
         s.name = "orders".into();
-        let channels = ChannelsSnapshot {
+        #[derive(Serialize)]
+        struct V1 {
+            next_channel_id: u64,
+            channels: Vec<ChannelSettings>,
+        }
+        let channels = V1 {
             next_channel_id: 8,
             channels: vec![s],
         };

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::channel::Channel;
+use super::id_marks::IdMarks;
 use super::keys::KeyHash;
 use crate::limits;
 use crate::time::format_rfc3339_us;
@@ -204,6 +205,8 @@ pub struct Instance {
     pub(super) next_channel_id: RwLock<u64>,
     /// The HTTP poll rate bucket: (tokens, last refill µs).
     poll_bucket: std::sync::Mutex<(f64, u64)>,
+    /// The highest ids of deleted channel names (persisted with the channels).
+    id_marks: std::sync::Mutex<IdMarks>,
     deleted: AtomicBool,
 }
 
@@ -216,6 +219,7 @@ impl Instance {
             identities: RwLock::new(identities),
             next_channel_id: RwLock::new(1),
             poll_bucket: std::sync::Mutex::new((f64::MAX, 0)),
+            id_marks: std::sync::Mutex::new(IdMarks::default()),
             deleted: AtomicBool::new(false),
         }
     }
@@ -278,6 +282,11 @@ impl Instance {
             .next_channel_id
             .write()
             .unwrap_or_else(|p| p.into_inner()) = id;
+    }
+    /// The id marks of deleted channel names (under the broker's metadata
+    /// lock when they change).
+    pub(super) fn id_marks(&self) -> std::sync::MutexGuard<'_, IdMarks> {
+        self.id_marks.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// Reads the identities.
     pub fn identities(&self) -> std::sync::RwLockReadGuard<'_, Identities> {

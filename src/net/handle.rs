@@ -10,7 +10,7 @@ use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
 use crate::broker::{channel_name, check_room_name, Access, Caller, Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
-use crate::storage::{Order, Position};
+use crate::storage::Order;
 use crate::wire::{self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError};
 
 /// What handling one frame asks of the loop.
@@ -311,6 +311,10 @@ impl IoThread {
         } else {
             check_room(&ch, page.room)?
         };
+        if page.after_id > 0 {
+            // Above a crash hole is fine; beyond the head is not.
+            ch.check_after(page.after_id)?;
+        }
         let viewer = self.viewer(index);
         let order = if page.newest_first {
             Order::NewestFirst
@@ -561,6 +565,11 @@ impl IoThread {
         let ch = self.lookup(index, channel)?;
         self.access(index, &ch)?.check_read()?;
         let room = check_room(&ch, room)?;
+        // After an id a crash took back: `Truncated` follows `Subscribed`.
+        let taken_back = match start {
+            Start::AfterId(n) => ch.check_after(n)?,
+            _ => None,
+        };
         let viewer = self.viewer(index);
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
         if conn.subs.contains_key(&sub_id) {
@@ -584,10 +593,6 @@ impl IoThread {
             // A time no record has reached yet starts after the head, and
             // records created before it are never delivered.
             Start::AtTime(t) => (reader.first_id_at_or_after(t).saturating_sub(1), t),
-        };
-        let taken_back = match (start, reader.position(after)) {
-            (Start::AfterId(_), Position::TakenBack(hole)) => Some(hole),
-            _ => None,
         };
         let cursor = reader
             .cursor(after, room.as_deref())

@@ -100,6 +100,7 @@ impl ErrorCode {
         ErrorCode::LimitExceeded,
         ErrorCode::SubscriptionExists,
         ErrorCode::UnknownSubscription,
+        ErrorCode::AheadOfHead,
         ErrorCode::StorageFull,
         ErrorCode::StorageFailed,
         ErrorCode::ShuttingDown,

@@ -162,6 +162,10 @@ pub enum ErrorCode {
     SubscriptionExists = 31,
     /// No subscription with that id on this connection.
     UnknownSubscription = 32,
+    /// A subscription or history request starts after an id beyond the
+    /// channel's head: no such id was ever assigned in this channel. The
+    /// message names the head id.
+    AheadOfHead = 33,
     /// The server cannot allocate log space; retry later.
     StorageFull = 40,
     /// The log failed to sync and refuses writes until restarted.

@@ -496,6 +496,18 @@ impl IoThread {
             .check_read()
             .map_err(|e| fail(api_error(&e, ApiError::NotFound)))?;
         let params = syncano::poll_params(req).map_err(fail)?;
+        if let Some(last_id) = params.last_id {
+            // Ids never go backwards, so a `last_id` beyond the head comes
+            // from a confused client: it is told the head at once instead of
+            // waiting until new ids pass it and then skipping those below.
+            // One inside a crash hole reads on above it.
+            ch.check_after(last_id).map_err(|e| {
+                fail(ApiError::Validation(vec![(
+                    "last_id".into(),
+                    format!("Ensure this value is less than or equal to {}.", e.head_id),
+                )]))
+            })?;
+        }
         let room = Self::http_room(&ch, params.room.as_deref())?;
         let reader = ch.reader();
         let committed = reader.committed_id();
