@@ -230,10 +230,11 @@ pub(crate) fn history(a: &HistoryArgs) -> Result<(), Failure> {
             print_message(&mut out, m, a.conn.json)?;
         }
         let Some(n) = left else { break };
-        let got = page.len() as u64;
-        left = Some(n.saturating_sub(got));
+        left = Some(n.saturating_sub(page.len() as u64));
+        // Only an empty page ends the history: a page may hold fewer than
+        // asked when its messages would not fit one frame.
         let Some(last) = page.last() else { break };
-        if left == Some(0) || got < u64::from(query.limit) {
+        if left == Some(0) {
             break;
         }
         if query.newest_first {
