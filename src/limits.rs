@@ -156,6 +156,38 @@ const _: () = assert!(INDEX_INTERVAL_BYTES <= SEGMENT_SIZE_MIN);
 const _: () = assert!(DELIVERY_CHUNK_BYTES_MAX <= CONNECTION_WRITE_BUFFER_HIGH);
 const _: () = assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);
 
+/// Largest frame accepted before `Auth` succeeds, counting every byte after
+/// the length prefix: the handshake's frames are small, so a connection
+/// that has proved nothing gets no more buffer than this. A larger one is
+/// answered `FrameTooLarge` and the connection closed.
+pub const FRAME_LEN_UNAUTHENTICATED_MAX: u32 = 4096;
+/// Time a binary connection has from its accept to a successful `Auth`
+/// (after `Hello`), in milliseconds; then it is sent `HandshakeTimeout` and
+/// closed (like nats-server's `auth_timeout`).
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Time an HTTP request's head has to arrive, from its first byte (from the
+/// accept, for a connection's first request), in milliseconds (like nginx's
+/// `client_header_timeout`); then the connection is answered 408 and closed.
+pub const HTTP_HEAD_TIMEOUT_MS: u64 = 60_000;
+/// Time an HTTP request's body has to arrive, from the end of its head, in
+/// milliseconds (like nginx's `client_body_timeout`); then the connection is
+/// answered 408 and closed.
+pub const HTTP_BODY_TIMEOUT_MS: u64 = 60_000;
+// The largest `Hello`, `Auth` and `Ping` fit before authentication:
+// header rest, then their fields (u16 lengths before strings).
+const _: () = assert!(
+    FRAME_HEADER_REST_LEN as usize + 6 + CLIENT_NAME_LEN_MAX
+        <= FRAME_LEN_UNAUTHENTICATED_MAX as usize
+);
+const _: () = assert!(
+    FRAME_HEADER_REST_LEN as usize + 6 + 2 * KEY_LEN_MAX + INSTANCE_NAME_LEN_MAX
+        <= FRAME_LEN_UNAUTHENTICATED_MAX as usize
+);
+const _: () = assert!(
+    FRAME_HEADER_REST_LEN as usize + PING_DATA_LEN_MAX <= FRAME_LEN_UNAUTHENTICATED_MAX as usize
+);
+const _: () = assert!(FRAME_LEN_UNAUTHENTICATED_MAX <= FRAME_LEN_MAX);
+
 /// Longest channel description, in bytes.
 pub const CHANNEL_DESCRIPTION_LEN_MAX: usize = 4096;
 /// Longest per-channel retention, in seconds (30 days).

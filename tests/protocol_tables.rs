@@ -91,6 +91,8 @@ fn limit(name: &str) -> Option<u64> {
     Some(match name {
         "FRAME_LEN_MAX" => limits::FRAME_LEN_MAX.into(),
         "FRAME_HEADER_REST_LEN" => limits::FRAME_HEADER_REST_LEN.into(),
+        "FRAME_LEN_UNAUTHENTICATED_MAX" => limits::FRAME_LEN_UNAUTHENTICATED_MAX.into(),
+        "HANDSHAKE_TIMEOUT_MS" => limits::HANDSHAKE_TIMEOUT_MS,
         "PAYLOAD_LEN_MAX" => limits::PAYLOAD_LEN_MAX.into(),
         "MESSAGE_BODY_LEN_MAX" => limits::MESSAGE_BODY_LEN_MAX.into(),
         "PUBLISH_BATCH_MAX" => limits::PUBLISH_BATCH_MAX.into(),

@@ -71,6 +71,9 @@ pub enum ApiError {
     /// 405 `{"detail": "Method \"<method>\" not allowed."}`; the response also
     /// carries `Allow`.
     MethodNotAllowed(String),
+    /// 408 `{"detail": "Request timeout."}`: the request's head or body did
+    /// not arrive in time; the connection is closed.
+    RequestTimeout,
     /// 413 `{"detail": "Request size limit exceeded (65536)."}`.
     PayloadTooLarge,
     /// 415 `{"detail": "Unsupported media type \"<type>\" in request."}`.
@@ -114,6 +117,7 @@ impl ApiError {
             NoSuchApiKey | PermissionDenied | CustomPublishDisabled | ObjectPublishDenied => 403,
             NotFound | ChannelNotFound | InstanceNotFound => 404,
             MethodNotAllowed(_) => 405,
+            RequestTimeout => 408,
             PayloadTooLarge => 413,
             UnsupportedMediaType(_) => 415,
             Throttled { .. } => 429,
@@ -193,6 +197,7 @@ impl ApiError {
             ChannelNotFound => "Channel was not found.",
             InstanceNotFound => "Instance was not found.",
             MethodNotAllowed(m) => return format!("Method \"{m}\" not allowed."),
+            RequestTimeout => "Request timeout.",
             PayloadTooLarge => {
                 return format!(
                     "Request size limit exceeded ({}).",

@@ -272,6 +272,12 @@ pub fn expects_continue(buf: &[u8]) -> bool {
     wants && body_pending
 }
 
+/// True when `buf` starts with a whole request head (its body may still be
+/// on its way); false while the head is incomplete or malformed.
+pub fn head_complete(buf: &[u8]) -> bool {
+    matches!(parse_head(buf), Ok(Some(_)))
+}
+
 /// A parsed head, before the body is there.
 struct Head {
     method: Method,

@@ -33,6 +33,17 @@ pub enum Phase {
     Ready,
 }
 
+/// What a connection's deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// A binary connection must complete `Hello` and `Auth` by then.
+    Handshake,
+    /// The head of the HTTP request being received must be whole by then.
+    HttpHead,
+    /// The body of the HTTP request being received must be whole by then.
+    HttpBody,
+}
+
 /// One subscription of a connection.
 #[derive(Debug)]
 pub struct Sub {
@@ -177,6 +188,9 @@ pub struct Conn {
     pub stalled: Option<crate::broker::writer::WriterMsg>,
     /// Bytes of the stalled publish.
     pub stalled_bytes: usize,
+    /// The connection's deadline (µs on the broker's clock) and what it is
+    /// for; also in the io thread's timer set.
+    pub timer: Option<(u64, TimerKind)>,
 }
 
 /// Read buffer size of a connection once it has sent something; small, so an
@@ -222,6 +236,24 @@ impl Conn {
             closing: false,
             stalled: None,
             stalled_bytes: 0,
+            timer: None,
+        }
+    }
+
+    /// True once the connection has authenticated (it may have lost its
+    /// authentication to a revocation since): `caller_epoch` is set by the
+    /// first successful `Auth` and never goes back to 0.
+    pub fn handshake_done(&self) -> bool {
+        self.caller_epoch > 0
+    }
+
+    /// The largest frame `len` this connection may send now: small until it
+    /// has authenticated.
+    pub fn frame_len_max(&self) -> u32 {
+        if self.phase == Phase::Ready {
+            limits::FRAME_LEN_MAX
+        } else {
+            limits::FRAME_LEN_UNAUTHENTICATED_MAX
         }
     }
 
@@ -277,8 +309,10 @@ impl Conn {
         self.rend == self.rbuf.len() && (self.rend - self.rstart >= max || self.rbuf.len() >= max)
     }
 
-    /// Makes room for `need` unparsed bytes (compacting, then growing up to
-    /// `CONNECTION_READ_BUFFER_MAX`).
+    /// Makes room towards `need` unparsed bytes: compacts, then grows the
+    /// buffer with the bytes that actually arrived (to at most twice what
+    /// is buffered, at least `RBUF_INITIAL`, never past `need` or
+    /// `CONNECTION_READ_BUFFER_MAX`), never to a length a peer only claims.
     pub fn reserve_frame(&mut self, need: usize) {
         if self.rstart == self.rend {
             self.rstart = 0;
@@ -290,8 +324,13 @@ impl Conn {
             self.rstart = 0;
         }
         if self.rbuf.len() < need {
-            let size = need.clamp(RBUF_INITIAL, limits::CONNECTION_READ_BUFFER_MAX);
-            self.rbuf.resize(size, 0);
+            let held = self.rend - self.rstart;
+            let size = need
+                .min(held.saturating_mul(2).max(RBUF_INITIAL))
+                .min(limits::CONNECTION_READ_BUFFER_MAX);
+            if size > self.rbuf.len() {
+                self.rbuf.resize(size, 0);
+            }
         }
     }
 

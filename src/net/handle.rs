@@ -73,6 +73,10 @@ impl IoThread {
                     return false;
                 }
             };
+            if let Err(e) = super::handshake::check_frame_len(conn, &header) {
+                self.fail_and_close(index, 0, &e);
+                return false;
+            }
             let total = wire::FRAME_HEADER_LEN + header.body_len;
             if conn.rend - conn.rstart < total {
                 conn.reserve_frame(total);

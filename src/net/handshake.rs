@@ -1,8 +1,8 @@
 //! The handshake of a binary connection: `Hello` first, then `Auth`, and
-//! the phase every other request needs; a caller whose key was revoked is
-//! told so once.
+//! the phase every other request needs; small frames until `Auth`; a caller
+//! whose key was revoked is told so once.
 
-use super::conn::Phase;
+use super::conn::{Conn, Phase};
 use super::IoThread;
 use crate::limits;
 use crate::wire::{ErrorCode, FrameHeader, Opcode, Request, Response, WireError, PROTOCOL_VERSION};
@@ -162,4 +162,21 @@ impl IoThread {
             }
         }
     }
+}
+
+/// A frame longer than the connection may send now (small until `Auth`
+/// succeeds: `FRAME_LEN_UNAUTHENTICATED_MAX`) is refused before its body is
+/// buffered.
+pub(super) fn check_frame_len(conn: &Conn, header: &FrameHeader) -> Result<(), WireError> {
+    let len_max = conn.frame_len_max();
+    let len = header
+        .body_len
+        .saturating_add(limits::FRAME_HEADER_REST_LEN as usize);
+    if len > len_max as usize {
+        return Err(WireError::new(
+            ErrorCode::FrameTooLarge,
+            format!("frame length {len} is over {len_max} before authentication"),
+        ));
+    }
+    Ok(())
 }

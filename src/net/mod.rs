@@ -13,6 +13,7 @@ mod fanout;
 mod handle;
 mod handshake;
 mod http;
+mod timers;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -69,6 +70,8 @@ pub struct IoThread {
     handoff: Handoff,
     /// Parked HTTP long polls.
     parked: http::Parked,
+    /// Connection deadlines (handshake, HTTP head and body).
+    timers: timers::Timers,
     /// Connections lingering before their close: (index, generation, until µs).
     lingering: Vec<(usize, u64, u64)>,
     next_target: usize,
@@ -119,6 +122,7 @@ impl IoThread {
             http_listener,
             handoff,
             parked: http::Parked::default(),
+            timers: timers::Timers::new(),
             lingering: Vec::new(),
             next_target: 0,
             conns: Slab::new(),
@@ -174,6 +178,7 @@ impl IoThread {
             self.run_again();
             self.fan_out();
             self.expire_parked();
+            self.expire_timers();
             self.expire_lingering();
             self.flush_dirty();
             if self.broker.shutting_down.load(Ordering::Acquire) {
@@ -200,10 +205,14 @@ impl IoThread {
     }
 
     /// How long the loop may sleep: the usual tick, or less when a parked
-    /// poll's deadline comes sooner.
+    /// poll's or a connection's deadline comes sooner.
     fn idle_timeout(&self) -> Duration {
         let tick = Duration::from_millis(200);
-        match self.parked.next_deadline_us() {
+        let next = match (self.parked.next_deadline_us(), self.next_timer_us()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             None => tick,
             Some(d) => {
                 let now = self.broker.clock().now_us();
@@ -276,6 +285,13 @@ impl IoThread {
             return;
         }
         entry.insert(Conn::new(stream, kind, generation));
+        // A new connection has until its deadline to prove itself: the
+        // handshake, or the head of its first HTTP request.
+        let (timer, ms) = match kind {
+            ConnKind::Binary => (conn::TimerKind::Handshake, limits::HANDSHAKE_TIMEOUT_MS),
+            ConnKind::Http => (conn::TimerKind::HttpHead, limits::HTTP_HEAD_TIMEOUT_MS),
+        };
+        self.set_timer(index, timer, ms * 1000);
     }
 
     fn on_readable(&mut self, index: usize) {

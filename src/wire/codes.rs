@@ -72,6 +72,7 @@ impl ErrorCode {
                 | ErrorCode::FrameTooLarge
                 | ErrorCode::UnsupportedVersion
                 | ErrorCode::HelloRequired
+                | ErrorCode::HandshakeTimeout
                 | ErrorCode::ShuttingDown
         )
     }
@@ -101,6 +102,7 @@ impl ErrorCode {
         ErrorCode::SubscriptionExists,
         ErrorCode::UnknownSubscription,
         ErrorCode::AheadOfHead,
+        ErrorCode::HandshakeTimeout,
         ErrorCode::StorageFull,
         ErrorCode::StorageFailed,
         ErrorCode::ShuttingDown,

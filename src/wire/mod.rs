@@ -166,6 +166,9 @@ pub enum ErrorCode {
     /// channel's head: no such id was ever assigned in this channel. The
     /// message names the head id.
     AheadOfHead = 33,
+    /// The connection did not complete `Hello` and `Auth` within
+    /// `HANDSHAKE_TIMEOUT_MS`; the server closes the connection.
+    HandshakeTimeout = 34,
     /// The server cannot allocate log space; retry later.
     StorageFull = 40,
     /// The log failed to sync and refuses writes until restarted.

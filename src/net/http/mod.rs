@@ -25,7 +25,7 @@ use crate::broker::{Caller, Channel, ChannelKind, ChannelSettings, HttpAuthError
 use crate::http::channel::{channel_params, ChannelWrite};
 use crate::http::history::Links;
 use crate::http::render::{self, ChannelFields, ChannelType};
-use crate::http::request::{expects_continue, CONTINUE_RESPONSE};
+use crate::http::request::{expects_continue, head_complete, CONTINUE_RESPONSE};
 use crate::http::syncano::{self, JsonMap};
 use crate::http::{
     parse_request, route, write_error, write_preflight, write_response, ApiError, Request,
@@ -229,6 +229,8 @@ impl IoThread {
             let input = &conn.rbuf[conn.rstart..conn.rend];
             let parsed = parse_request(input);
             let wants_continue = matches!(parsed, Ok(None)) && expects_continue(input);
+            let arriving = matches!(parsed, Ok(None)) && !input.is_empty();
+            let head_done = arriving && head_complete(input);
             match parsed {
                 Ok(None) => {
                     let send_continue = wants_continue && !conn.continue_sent;
@@ -244,6 +246,9 @@ impl IoThread {
                     }
                     if send_continue {
                         self.mark_dirty(index);
+                    }
+                    if arriving {
+                        self.arm_http_timer(index, head_done);
                     }
                     return true;
                 }
@@ -262,6 +267,7 @@ impl IoThread {
                 Ok(Some((req, used))) => {
                     conn.rstart += used;
                     conn.continue_sent = false;
+                    self.clear_timer(index);
                     self.http_request(index, &req);
                     self.mark_dirty(index);
                 }
