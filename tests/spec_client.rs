@@ -62,6 +62,7 @@ fn a_python_client_written_from_protocol_md_works_against_the_server() {
         "names ok",
         "payloads ok",
         "history rules ok",
+        "delivery rules ok",
         "shutdown ok",
     ] {
         assert!(

@@ -42,8 +42,9 @@ pub struct CommitStage {
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
 /// Most time written records wait for a sync when no acknowledgement waits
-/// for it (under `batch` and `none`).
-const LAZY_SYNC: Duration = Duration::from_millis(5);
+/// for it (under `batch` and `none`): fewer syncs of a trickle of publishes
+/// keep the sync work off the path of deliveries.
+const LAZY_SYNC: Duration = Duration::from_millis(20);
 
 impl CommitStage {
     /// A stage for logs kept under `durability`.

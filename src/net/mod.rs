@@ -182,14 +182,20 @@ impl IoThread {
             self.expire_lingering();
             self.flush_dirty();
             if self.broker.shutting_down.load(Ordering::Acquire) {
-                let started = *shutdown_started.get_or_insert_with(|| {
+                if shutdown_started.is_none() {
+                    // Connections the kernel completed but nobody accepted
+                    // yet are taken here, so that they are told about the
+                    // shutdown rather than reset with the listener.
+                    self.accept_before_closing();
                     self.listener = None;
                     self.http_listener = None;
-                    Instant::now()
-                });
+                    shutdown_started = Some(Instant::now());
+                }
+                let started = shutdown_started.unwrap_or_else(Instant::now);
                 if self.broker.writer_done.load(Ordering::Acquire) {
                     // Every publish taken is answered first; then every
                     // connection learns why it is closed.
+                    self.take_handoffs();
                     self.drain_completions();
                     self.announce_shutdown();
                     self.flush_dirty();
@@ -257,6 +263,24 @@ impl IoThread {
                     tracing::warn!(error = %e, "accept failed");
                     return;
                 }
+            }
+        }
+    }
+
+    /// Accepts every connection waiting on the listeners and keeps it on
+    /// this thread (shutdown: other threads may have stopped taking handoffs).
+    fn accept_before_closing(&mut self) {
+        for kind in [ConnKind::Binary, ConnKind::Http] {
+            loop {
+                let listener = match kind {
+                    ConnKind::Binary => self.listener.as_ref(),
+                    ConnKind::Http => self.http_listener.as_ref(),
+                };
+                let Some(Ok((stream, _))) = listener.map(|l| l.accept()) else {
+                    break;
+                };
+                self.broker.connections.fetch_add(1, Ordering::AcqRel);
+                self.register(stream, kind);
             }
         }
     }

@@ -27,6 +27,7 @@ FLAG_ROOM = 1 << 3
 E_MALFORMED_FRAME, E_UNSUPPORTED_VERSION, E_HELLO_REQUIRED = 1, 3, 4
 E_BAD_REQUEST, E_CHANNEL_NOT_FOUND, E_ROOM_REQUIRED, E_INVALID_NAME = 6, 20, 22, 25
 E_SHUTTING_DOWN = 42
+E_AHEAD_OF_HEAD = 33
 
 
 def s16(text):
@@ -250,6 +251,33 @@ def history_rules(addr, key):
     print("history rules ok")
 
 
+def delivery_rules(addr, key):
+    """Subscribe: the optional options byte (bit 0: committed messages only),
+    unknown option bits refused, and a start after an id beyond the head
+    refused with AheadOfHead naming the head."""
+    c, _, _ = connect(addr, key)
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "ledger"}).encode()))
+    sub = lambda sub_id, kind, value, options: (
+        struct.pack("<I", sub_id) + s16("ledger") + s16("") + struct.pack("<BQB", kind, value, options)
+    )
+    op, body = c.reply(c.send(OP_SUBSCRIBE, sub(1, 0, 0, 0x01)))
+    assert op == OP_SUBSCRIBED, body
+    op, body = c.reply(c.send(OP_PUBLISH, publish_body("ledger", 2, [b"kept"])))
+    assert op == OP_PUBLISH_ACK, body
+    first_id = struct.unpack("<IQ", body[:12])[1]
+    while not c.pushes:
+        c.pushes.append(c.read_frame()[::2])
+    opcode, body = c.pushes.pop(0)
+    assert opcode == OP_DELIVER and struct.unpack("<I", body[:4])[0] == 1, (opcode, body)
+    assert [r["id"] for r in records(body[8:], struct.unpack("<I", body[4:8])[0])] == [first_id]
+    op, err = c.reply(c.send(OP_SUBSCRIBE, sub(2, 0, 0, 0x02)))
+    assert op == OP_ERROR and err["code"] == E_BAD_REQUEST, err
+    op, err = c.reply(c.send(OP_SUBSCRIBE, sub(3, 1, first_id + 5, 0)))
+    assert op == OP_ERROR and err["code"] == E_AHEAD_OF_HEAD, err
+    assert str(first_id) in err["message"], err
+    print("delivery rules ok")
+
+
 def shutdown_rules(addr, key):
     """Connection lifecycle 9: after what it owed, every connection gets
     ShuttingDown on request_id 0, then the close."""
@@ -391,6 +419,7 @@ def main(addr, key):
     name_rules(addr, key)
     payload_rules(addr, key)
     history_rules(addr, key)
+    delivery_rules(addr, key)
     shutdown_rules(addr, key)
 
 
