@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod admin_cli;
+mod amend_cli;
 mod bench_cli;
 mod channel_cli;
 mod message_cli;
@@ -53,6 +54,12 @@ pub(crate) enum Command {
     History(HistoryArgs),
     /// Print one message by id.
     Fetch(FetchArgs),
+    /// Edit a message (by id or uuid): its new version replaces it in
+    /// history; subscribers get the edit as an event of its own.
+    Edit(amend_cli::EditArgs),
+    /// Delete a message (by id or uuid): it leaves history; subscribers get
+    /// the deletion as an event of its own.
+    Delete(amend_cli::DeleteArgs),
     /// Create, read, list, change and delete channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -229,6 +236,8 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Sub(a) => sub_cli::subscribe(&a),
         Command::History(a) => message_cli::history(&a),
         Command::Fetch(a) => message_cli::fetch(&a),
+        Command::Edit(a) => amend_cli::edit(&a),
+        Command::Delete(a) => amend_cli::delete(&a),
         Command::Channel(cmd) => channel_cli::channel(cmd),
         Command::Instance(cmd) => admin_cli::run(cmd.request()),
         Command::Key(cmd) => admin_cli::run(cmd.request()),

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use crate::{connect, usage, ConnArgs, Failure};
-use tidewire::client::{Client, HistoryQuery, Message, OutgoingMessage};
+use tidewire::client::{format_uuid, Client, HistoryQuery, Message, OutgoingMessage};
 use tidewire::limits;
 use tidewire::storage::record::ContentType;
 use tidewire::wire::AckMode;
@@ -54,6 +54,14 @@ pub(crate) struct PubArgs {
     /// Publish the MESSAGE this many times.
     #[arg(long, default_value_t = 1, value_name = "N")]
     count: u64,
+    /// The message's uuid (8-4-4-4-12 hex); without it the server assigns
+    /// one. A uuid a retained message has makes the publish a duplicate.
+    #[arg(long, value_parser = parse_uuid_arg)]
+    uuid: Option<[u8; 16]>,
+}
+
+fn parse_uuid_arg(s: &str) -> Result<[u8; 16], String> {
+    tidewire::client::parse_uuid(s).ok_or_else(|| format!("{s:?} is not a uuid"))
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +86,11 @@ pub(crate) struct HistoryArgs {
     /// Only ids less than this.
     #[arg(long, value_name = "ID")]
     before: Option<u64>,
+    /// The raw records: edits and deletions as records of their own (as
+    /// subscribers get them), deleted messages included. Default: each
+    /// message in its latest version, deleted ones left out.
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +101,10 @@ pub(crate) struct FetchArgs {
     channel: String,
     /// Message id.
     id: u64,
+    /// The record as stored (an edit or deletion record included); default:
+    /// the message in its latest version.
+    #[arg(long)]
+    raw: bool,
 }
 
 pub(crate) fn print_message(out: &mut impl Write, m: &Message, json: bool) -> Result<(), Failure> {
@@ -186,15 +203,17 @@ pub(crate) fn outgoing<'a>(
     let mut m = OutgoingMessage::new(payload.as_bytes()).content_type(content_type);
     m.fields.room = a.room.as_deref();
     m.fields.idempotency_key = a.idempotency_key.as_deref().map(str::as_bytes);
+    m.fields.uuid = a.uuid;
     m
 }
 
 pub(crate) fn print_acks(c: &mut Client, out: &mut impl Write, json: bool) -> Result<(), Failure> {
     while c.acks_pending() > 0 {
         let ack = c.recv_ack()?;
-        for id in ack.ids() {
+        for (i, id) in ack.ids().into_iter().enumerate() {
             if json {
-                writeln!(out, "{}", json!({ "id": id }))?;
+                let uuid = ack.uuids.get(i).map(format_uuid);
+                writeln!(out, "{}", json!({ "id": id, "uuid": uuid }))?;
             } else {
                 writeln!(out, "{id}")?;
             }
@@ -206,7 +225,11 @@ pub(crate) fn print_acks(c: &mut Client, out: &mut impl Write, json: bool) -> Re
 
 pub(crate) fn fetch(a: &FetchArgs) -> Result<(), Failure> {
     let mut c = connect(&a.conn)?;
-    let m = c.fetch(&a.channel, a.id)?;
+    let m = if a.raw {
+        c.fetch_raw(&a.channel, a.id)?
+    } else {
+        c.fetch(&a.channel, a.id)?
+    };
     print_message(&mut io::stdout().lock(), &m, a.conn.json)
 }
 
@@ -217,6 +240,7 @@ pub(crate) fn history(a: &HistoryArgs) -> Result<(), Failure> {
         after_id: a.after.unwrap_or(0),
         before_id: a.before.unwrap_or(0),
         limit: 0,
+        raw: a.raw,
     };
     let page_max = u64::from(limits::HISTORY_PAGE_MAX);
     let mut left = a.limit;

@@ -54,11 +54,10 @@ fn bodies() -> Vec<Vec<u8>> {
         ),
         body(
             &MessageFields {
-                action: Some(record::Action::Edit),
+                action: Some(record::Action::Update),
                 object_class: Some("book"),
                 pm_users: users,
                 exclude_users: &["eve"],
-                ref_id: Some(1),
                 ..MessageFields::default()
             },
             b"{\"title\":\"x\"}",
@@ -75,9 +74,21 @@ fn records() -> Vec<Vec<u8>> {
             user: 3,
         },
     ];
-    bodies()
-        .iter()
-        .zip(authors)
+    // An edit record, which only the server makes (no publisher body).
+    let mut edit = Vec::new();
+    let fields = MessageFields {
+        action: Some(record::Action::Edit),
+        content_type: Some(record::ContentType::Text),
+        pm_users: &["ada"],
+        uuid: Some([9; 16]),
+        ref_id: Some(1),
+        ..MessageFields::default()
+    };
+    record::encode_body(&mut edit, &fields, b"edited");
+    let mut all = bodies();
+    all.push(edit);
+    all.iter()
+        .zip(authors.into_iter().cycle())
         .enumerate()
         .map(|(i, (b, author))| {
             let mut dst = vec![0; record::record_len(author, b.len())];
@@ -113,6 +124,24 @@ fn frame_seeds(hex: &[Vec<u8>]) -> Seeds {
             after_id: 0,
             before_id: 10,
             limit: 5,
+            raw: false,
+        },
+        Request::Fetch {
+            channel: "news",
+            id: 2,
+            raw: true,
+        },
+        Request::Amend {
+            channel: "news",
+            ack: AckMode::Append,
+            target: wire::AmendTarget::Id(2),
+            edit: Some((2, b"edited")),
+        },
+        Request::Amend {
+            channel: "news",
+            ack: AckMode::Durable,
+            target: wire::AmendTarget::Uuid([0x42; 16]),
+            edit: None,
         },
         Request::ChannelCreate {
             json: br#"{"name":"news","type":"separate_rooms"}"#,
@@ -277,7 +306,7 @@ fn every_seed_is_valid_for_its_decoder() {
     }
     let region = &seeds["recovery_scan"]["seed-region"];
     let scan = recovery::scan(region, usize::from(region[0]) % 64);
-    assert_eq!(scan.last_id, Some(3), "the region holds records 1..=3");
+    assert_eq!(scan.last_id, Some(4), "the region holds records 1..=4");
     for (name, text) in &seeds["http_request"] {
         let parsed =
             tidewire::http::parse_request(text).unwrap_or_else(|e| panic!("{name}: {e:?}"));

@@ -213,6 +213,7 @@ fn hex_examples_decode_with_the_codec() {
         Opcode::AuthOk,
         Opcode::Publish,
         Opcode::PublishAck,
+        Opcode::Edit,
         Opcode::Subscribe,
         Opcode::Subscribed,
         Opcode::Deliver,

@@ -63,6 +63,7 @@ fn a_python_client_written_from_protocol_md_works_against_the_server() {
         "payloads ok",
         "history rules ok",
         "delivery rules ok",
+        "lifecycle rules ok",
         "shutdown ok",
     ] {
         assert!(

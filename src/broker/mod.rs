@@ -16,6 +16,7 @@ mod lock;
 mod registry;
 mod store;
 mod tenancy;
+pub mod uuids;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -162,6 +163,8 @@ pub struct Broker {
     pub parked_polls: AtomicUsize,
     /// Long-poll settings of the HTTP shim.
     pub http: HttpSettings,
+    /// The key of the uuids the server assigns to messages.
+    pub uuid_key: uuids::UuidKey,
 }
 
 /// Long-poll settings of the HTTP shim.
@@ -233,6 +236,7 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).map_err(StorageError::from)?;
         let lock = DataDirLock::acquire(&config.data_dir)?;
         let loaded = store::load(&config)?;
+        let uuid_key = uuids::UuidKey::load_or_create(&config.data_dir)?;
         let mut table = InstanceTable::default();
         let mut channel_total = 0;
         for inst in loaded.instances {
@@ -261,6 +265,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             parked_polls: AtomicUsize::new(0),
             http: config.http,
+            uuid_key,
         });
         Ok(Opened {
             broker,
@@ -654,11 +659,14 @@ impl Broker {
         // store then read: either the delete's id mark counts these bytes,
         // or this publish waits until the removal is queued ahead of it
         // (and is then refused by the writer with `ChannelNotFound`).
-        if let WriterMsg::Publish(req) = &msg {
-            if req.channel_id == self.deleting_channel.load(Ordering::SeqCst) {
-                self.inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                return Err(msg);
-            }
+        let channel = match &msg {
+            WriterMsg::Publish(req) => Some(req.channel_id),
+            WriterMsg::Amend(req) => Some(req.channel_id),
+            _ => None,
+        };
+        if channel.is_some_and(|c| c == self.deleting_channel.load(Ordering::SeqCst)) {
+            self.inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(msg);
         }
         match self.append_queue.push(msg) {
             Ok(()) => {

@@ -19,7 +19,11 @@ use bytes::Bytes;
 use super::commit::CommitStage;
 use crate::broker::{storage_to_wire, Broker};
 use crate::limits;
-use crate::storage::{AppendOutcome, Author, ChannelLog, Durability, StorageError};
+use crate::storage::record::{self, RecordView};
+use crate::storage::{
+    AmendError, AmendTarget, AppendOutcome, Author, ChannelLog, ContentType, Durability,
+    StorageError,
+};
 use crate::wire::{AckMode, ErrorCode};
 
 /// Identifies a connection across threads: io thread, slab index, generation.
@@ -55,11 +59,35 @@ pub struct PublishReq {
     pub seq: u64,
 }
 
+/// An edit or removal of a message on its way to the log.
+#[derive(Debug)]
+pub struct AmendReq {
+    /// The channel.
+    pub channel_id: u64,
+    /// Recorded author of the amending record.
+    pub author: Author,
+    /// The message.
+    pub target: AmendTarget,
+    /// The new version (content type, payload); `None`: remove.
+    pub edit: Option<(ContentType, Bytes)>,
+    /// The caller may amend any message (an admin key, or an API key with
+    /// `ignore_acl`); otherwise only its own.
+    pub any_author: bool,
+    /// Acknowledgement mode.
+    pub ack: AckMode,
+    /// Who asked.
+    pub conn: ConnRef,
+    /// The connection's sequence number of the request.
+    pub seq: u64,
+}
+
 /// Work for the writer.
 #[derive(Debug)]
 pub enum WriterMsg {
     /// Append messages.
     Publish(PublishReq),
+    /// Edit or remove a message.
+    Amend(AmendReq),
     /// Take over the log of a new channel.
     AddChannel {
         /// Channel id.
@@ -102,6 +130,9 @@ pub enum Completion {
         first_id: u64,
         /// (message index in the request, original id) of duplicates.
         duplicates: Vec<(u32, u64)>,
+        /// (message index, uuid) of the messages whose uuid the server did
+        /// not assign (given by the publisher; the amended message's uuid).
+        uuids: Vec<(u32, [u8; 16])>,
     },
     /// A publish request failed; nothing of it is acknowledged.
     Failed {
@@ -161,7 +192,25 @@ struct Pending {
     /// The largest id any of its messages got or was a duplicate of.
     max_id: u64,
     duplicates: Vec<(u32, u64)>,
+    uuids: Vec<(u32, [u8; 16])>,
     error: Option<(ErrorCode, String)>,
+}
+
+impl Pending {
+    fn new(req: PublishReq) -> Pending {
+        Pending {
+            req,
+            first_id: 0,
+            max_id: 0,
+            duplicates: Vec::new(),
+            uuids: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+fn channel_deleted() -> (ErrorCode, String) {
+    (ErrorCode::ChannelNotFound, "the channel was deleted".into())
 }
 
 /// The writer's state: every open log.
@@ -280,6 +329,7 @@ impl Writer {
         for msg in batch.drain(..) {
             match msg {
                 WriterMsg::Publish(req) => self.append(req),
+                WriterMsg::Amend(req) => self.amend(req),
                 WriterMsg::AddChannel { id, log } => {
                     self.logs.insert(id, *log);
                 }
@@ -309,41 +359,102 @@ impl Writer {
     }
 
     fn append(&mut self, req: PublishReq) {
-        let Some(log) = self.logs.get_mut(&req.channel_id) else {
-            self.pending.push(Pending {
-                req,
-                first_id: 0,
-                max_id: 0,
-                duplicates: Vec::new(),
-                error: Some((ErrorCode::ChannelNotFound, "the channel was deleted".into())),
-            });
+        let mut p = Pending::new(req);
+        let Some(log) = self.logs.get_mut(&p.req.channel_id) else {
+            p.error = Some(channel_deleted());
+            self.pending.push(p);
             return;
         };
-        let mut p = Pending {
-            req,
-            first_id: 0,
-            max_id: 0,
-            duplicates: Vec::new(),
-            error: None,
-        };
         if let Err(e) = append_all(log, &mut p, self.batch_now_us) {
-            let w = storage_to_wire(e);
-            // A failed write rolls back what this batch staged before it:
-            // the requests whose ids are no longer stored failed too.
             let next = log.next_id();
-            for q in self
-                .pending
-                .iter_mut()
-                .filter(|q| q.req.channel_id == p.req.channel_id)
-            {
-                if q.error.is_none() && q.max_id >= next {
-                    q.error = Some((w.code, w.message.clone()));
-                }
-            }
-            p.error = Some((w.code, w.message));
+            p.error = Some(self.fail_rolled_back(p.req.channel_id, next, e));
         }
         if !self.touched.contains(&p.req.channel_id) {
             self.touched.push(p.req.channel_id);
+        }
+        self.pending.push(p);
+    }
+
+    /// A failed write rolls back what this batch staged before it: the
+    /// requests of `channel` with ids at or above `next` (no longer stored)
+    /// failed too. Returns the wire form of `e`.
+    fn fail_rolled_back(
+        &mut self,
+        channel: u64,
+        next: u64,
+        e: StorageError,
+    ) -> (ErrorCode, String) {
+        let w = storage_to_wire(e);
+        for q in self
+            .pending
+            .iter_mut()
+            .filter(|q| q.req.channel_id == channel)
+        {
+            if q.error.is_none() && q.max_id >= next {
+                q.error = Some((w.code, w.message.clone()));
+            }
+        }
+        (w.code, w.message)
+    }
+
+    /// Appends an edit or removal; its answer travels like a publish's (a
+    /// request of one message).
+    fn amend(&mut self, a: AmendReq) {
+        let now = self.batch_now_us;
+        let key = self.broker.uuid_key;
+        let channel = a.channel_id;
+        // The payload stands in for the data, so its bytes are counted out
+        // of the in-flight total like a publish's.
+        let req = PublishReq {
+            channel_id: channel,
+            author: a.author,
+            data: a.edit.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+            count: 1,
+            frames: 1,
+            ack: a.ack,
+            conn: a.conn,
+            seq: a.seq,
+        };
+        let mut p = Pending::new(req);
+        let Some(log) = self.logs.get_mut(&channel) else {
+            p.error = Some(channel_deleted());
+            self.pending.push(p);
+            return;
+        };
+        // A uuid the server assigned names its message without a lookup.
+        let target = match a.target {
+            AmendTarget::Uuid(u) => key
+                .resolve(channel, &u)
+                .map_or(AmendTarget::Uuid(u), AmendTarget::Id),
+            t => t,
+        };
+        let author = a.author;
+        let mut allow = |v: &RecordView<'_>| {
+            if a.any_author || same_author(v.author(), author) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "message {} has another author: only its author, an admin key or an API key with ignore_acl may change it",
+                    v.id()
+                ))
+            }
+        };
+        let edit = a.edit.as_ref().map(|(ct, payload)| (*ct, payload.as_ref()));
+        match log.amend_at(author, target, edit, &mut allow, now) {
+            Ok(done) => {
+                p.first_id = done.id;
+                p.max_id = done.id;
+                let uuid = done.uuid.or_else(|| key.assign(channel, done.target));
+                p.uuids.extend(uuid.map(|u| (0, u)));
+            }
+            Err(AmendError::Storage(e)) => {
+                let next = log.next_id();
+                p.error = Some(self.fail_rolled_back(channel, next, e));
+            }
+            Err(e) => p.error = Some(amend_error(e)),
+        }
+        if !self.touched.contains(&channel) {
+            self.touched.push(channel);
         }
         self.pending.push(p);
     }
@@ -487,6 +598,7 @@ fn completion(p: Pending) -> (u64, Completion) {
             frames,
             first_id: p.first_id,
             duplicates: p.duplicates,
+            uuids: p.uuids,
         },
         Some((code, message)) => Completion::Failed {
             conn,
@@ -514,6 +626,9 @@ fn append_all(log: &mut ChannelLog, p: &mut Pending, now_us: u64) -> Result<(), 
         rest = tail;
         let out = log.append_at(p.req.author, body, now_us)?;
         p.max_id = p.max_id.max(out.id());
+        if let Some(u) = record::body_uuid(body) {
+            p.uuids.push((index, u));
+        }
         match out {
             AppendOutcome::Appended(id) => {
                 if p.first_id == 0 {
@@ -524,4 +639,33 @@ fn append_all(log: &mut ChannelLog, p: &mut Pending, now_us: u64) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// True when `a` (a message's author) and `b` (a caller) are one author: the
+/// same key, or the same user whatever API key it came through.
+fn same_author(a: Author, b: Author) -> bool {
+    match (a, b) {
+        (Author::User { user: x, .. }, Author::User { user: y, .. }) => x == y,
+        _ => a == b && a != Author::None,
+    }
+}
+
+/// The wire form of a refused amendment.
+fn amend_error(e: AmendError) -> (ErrorCode, String) {
+    match e {
+        AmendError::NotFound(why) => (ErrorCode::MessageNotFound, why),
+        AmendError::Removed(id) => (
+            ErrorCode::MessageDeleted,
+            format!("message {id} was deleted"),
+        ),
+        AmendError::NotAMessage(id) => (
+            ErrorCode::BadRequest,
+            format!("id {id} is an edit or a deletion, not a message: name the message it changed"),
+        ),
+        AmendError::Denied(why) => (ErrorCode::PermissionDenied, why),
+        AmendError::Storage(e) => {
+            let w = storage_to_wire(e);
+            (w.code, w.message)
+        }
+    }
 }

@@ -7,6 +7,7 @@ use crate::client::error::ClientError;
 use crate::limits;
 use crate::storage::record::{self, Action, Author, ContentType, MessageFields, RecordView};
 use crate::time::format_rfc3339_us;
+use crate::wire::format_uuid;
 
 /// One message, owned, decoded from a record (delivery, history or fetch).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,19 +52,6 @@ fn hex(b: &[u8]) -> String {
         let _ = write!(s, "{byte:02x}");
     }
     s
-}
-
-/// Renders a uuid in the 8-4-4-4-12 hex form.
-pub fn format_uuid(u: &[u8; 16]) -> String {
-    let h = hex(u);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 impl Message {

@@ -9,6 +9,7 @@ fn ack(count: u32, first_id: u64, duplicates: Vec<(u32, u64)>) -> PublishAckInfo
         count,
         first_id,
         duplicates,
+        uuids: Vec::new(),
     }
 }
 

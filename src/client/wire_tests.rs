@@ -141,6 +141,7 @@ fn publish_fetch_history_and_admin_round_trip_through_the_codec() {
                 count: 1,
                 first_id: 7,
                 duplicates: vec![],
+                uuids: vec![],
             },
         );
         let (h, _) = p.frame();
@@ -241,6 +242,7 @@ fn pipelined_acks_come_back_in_order_while_pushes_are_queued() {
                 count: 1,
                 first_id: 1,
                 duplicates: vec![],
+                uuids: vec![],
             },
         );
         p.send(
@@ -249,6 +251,7 @@ fn pipelined_acks_come_back_in_order_while_pushes_are_queued() {
                 count: 3,
                 first_id: 2,
                 duplicates: vec![(1, 1)],
+                uuids: vec![],
             },
         );
         p.send(
@@ -264,6 +267,7 @@ fn pipelined_acks_come_back_in_order_while_pushes_are_queued() {
                 count: 2,
                 first_id: 4,
                 duplicates: vec![],
+                uuids: vec![],
             },
         );
     });
@@ -402,6 +406,7 @@ fn a_full_in_flight_window_waits_for_an_acknowledgement() {
                     count: 1,
                     first_id: i + 1,
                     duplicates: vec![],
+                    uuids: vec![],
                 },
             );
         }

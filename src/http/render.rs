@@ -15,7 +15,7 @@ use serde::de::IgnoredAny;
 
 use crate::http::history::Links;
 use crate::http::route::{group_url, ChannelPath};
-use crate::storage::record::{Author, ContentType, RecordView};
+use crate::storage::record::{Action, Author, ContentType, RecordView};
 use crate::time::format_rfc3339_us;
 
 /// Rewrites U+2028 and U+2029 in `out[start..]` as `\u2028` / `\u2029`,
@@ -103,20 +103,39 @@ pub fn write_message(out: &mut Vec<u8>, view: &RecordView<'_>, links: Option<&Ch
     out.extend_from_slice(b",\"created_at\":");
     push_str(out, &format_rfc3339_us(view.created_at_us()));
     out.extend_from_slice(b",\"action\":");
-    push_str(out, view.action().name());
+    // An edit or deletion of a message is shown as Syncano shows a change
+    // of an object: `update` with the new payload, `delete` with the id.
+    let amended = match (view.action(), view.ref_id()) {
+        (Action::Edit, Some(r)) => Some(("update", r)),
+        (Action::Remove, Some(r)) => Some(("delete", r)),
+        _ => None,
+    };
+    push_str(out, amended.map_or(view.action().name(), |(a, _)| a));
     out.extend_from_slice(b",\"author\":");
     write_author(out, view.author());
     out.extend_from_slice(b",\"metadata\":");
-    match view.object_class() {
-        Some(class) => {
+    match (view.object_class(), amended) {
+        (Some(class), _) => {
             out.extend_from_slice(b"{\"type\":\"object\",\"class\":");
             push_str(out, &String::from_utf8_lossy(class));
             out.push(b'}');
         }
-        None => out.extend_from_slice(b"{\"type\":\"message\"}"),
+        (None, Some((_, r))) => {
+            out.extend_from_slice(b"{\"type\":\"message\",\"message_id\":");
+            push_u64(out, r);
+            out.push(b'}');
+        }
+        (None, None) => out.extend_from_slice(b"{\"type\":\"message\"}"),
     }
     out.extend_from_slice(b",\"payload\":");
-    write_payload(out, view.content_type(), view.payload());
+    match amended {
+        Some(("delete", r)) => {
+            out.extend_from_slice(b"{\"id\":");
+            push_u64(out, r);
+            out.push(b'}');
+        }
+        _ => write_payload(out, view.content_type(), view.payload()),
+    }
     if let Some(path) = links {
         out.extend_from_slice(b",\"links\":{\"self\":");
         push_str(out, &path.message_url(view.id()));

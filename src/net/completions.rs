@@ -9,6 +9,7 @@
 
 use super::conn::{AckOutcome, ConnKind};
 use super::IoThread;
+use crate::broker::uuids::UuidKey;
 use crate::broker::writer::{Completion, ConnRef};
 use crate::limits;
 use crate::wire::{self, AckMode, ErrorCode, Response};
@@ -63,6 +64,7 @@ impl IoThread {
             Completion::Published {
                 first_id,
                 duplicates,
+                uuids,
                 ..
             } => {
                 // Ids of non-duplicate messages are consecutive across the
@@ -70,22 +72,18 @@ impl IoThread {
                 let mut next_id = first_id;
                 let mut msg = 0u32;
                 let mut dups = duplicates.into_iter().peekable();
+                let mut uuids = uuids.into_iter().peekable();
                 for slot in conn.acks.iter_mut().skip(start).take(frames as usize) {
                     let end = msg + slot.count;
-                    let mut own = Vec::new();
-                    while let Some(&(i, id)) = dups.peek() {
-                        if i >= end {
-                            break;
-                        }
-                        own.push((i - msg, id));
-                        dups.next();
-                    }
+                    let own = take_frame(&mut dups, msg, end);
+                    let own_uuids = take_frame(&mut uuids, msg, end);
                     let new = u64::from(slot.count) - own.len() as u64;
                     let first = if new > 0 { next_id } else { 0 };
                     next_id += new;
                     slot.outcome = Some(AckOutcome::Stored {
                         first_id: first,
                         duplicates: own,
+                        uuids: own_uuids,
                     });
                     msg = end;
                 }
@@ -107,6 +105,8 @@ impl IoThread {
             return;
         };
         let before = conn.inflight;
+        let key = self.broker.uuid_key;
+        let with_uuids = conn.version >= 2;
         while conn.acks.front().is_some_and(|a| a.outcome.is_some()) {
             let Some(a) = conn.acks.pop_front() else {
                 break;
@@ -117,15 +117,24 @@ impl IoThread {
                 Some(AckOutcome::Stored {
                     first_id,
                     duplicates,
-                }) if a.ack != AckMode::None => wire::encode_response(
-                    &mut conn.wbuf,
-                    a.request_id,
-                    &Response::PublishAck {
-                        count: a.count,
-                        first_id,
-                        duplicates,
-                    },
-                ),
+                    uuids,
+                }) if a.ack != AckMode::None => {
+                    let uuids = if with_uuids {
+                        frame_uuids(&key, a.channel, a.count, first_id, &duplicates, &uuids)
+                    } else {
+                        Vec::new()
+                    };
+                    wire::encode_response(
+                        &mut conn.wbuf,
+                        a.request_id,
+                        &Response::PublishAck {
+                            count: a.count,
+                            first_id,
+                            duplicates,
+                            uuids,
+                        },
+                    )
+                }
                 Some(AckOutcome::Failed { code, message }) => {
                     wire::encode_error(&mut conn.wbuf, a.request_id, code, &message);
                 }
@@ -144,6 +153,56 @@ impl IoThread {
         }
         self.mark_dirty(index);
     }
+}
+
+/// The entries of `(message index, value)` (ascending) that fall in the
+/// frame of messages `msg..end`, re-indexed from the frame's start.
+fn take_frame<T: Copy>(
+    it: &mut std::iter::Peekable<impl Iterator<Item = (u32, T)>>,
+    msg: u32,
+    end: u32,
+) -> Vec<(u32, T)> {
+    let mut own = Vec::new();
+    while let Some(&(i, v)) = it.peek() {
+        if i >= end {
+            break;
+        }
+        own.push((i - msg, v));
+        it.next();
+    }
+    own
+}
+
+/// The uuid of every message of a stored frame, in order: the one its
+/// publisher gave (or the amended message's), else the one the server
+/// assigns to its id.
+fn frame_uuids(
+    key: &UuidKey,
+    channel: u64,
+    count: u32,
+    first_id: u64,
+    duplicates: &[(u32, u64)],
+    given: &[(u32, [u8; 16])],
+) -> Vec<[u8; 16]> {
+    let mut out = Vec::with_capacity(count as usize);
+    let mut next_id = first_id;
+    for i in 0..count {
+        let id = match duplicates.iter().find(|d| d.0 == i) {
+            Some(&(_, id)) => id,
+            None => {
+                next_id += 1;
+                next_id - 1
+            }
+        };
+        let u = given
+            .iter()
+            .find(|g| g.0 == i)
+            .map(|g| g.1)
+            .or_else(|| key.assign(channel, id))
+            .unwrap_or_default();
+        out.push(u);
+    }
+    out
 }
 
 /// What an HTTP publish's failure is answered with.

@@ -65,6 +65,8 @@ pub struct PendingAck {
     pub count: u32,
     /// Its acknowledgement mode.
     pub ack: AckMode,
+    /// The channel (server-wide id), for the uuids the server assigned.
+    pub channel: u64,
     /// The answer, once known.
     pub outcome: Option<AckOutcome>,
 }
@@ -78,6 +80,8 @@ pub enum AckOutcome {
         first_id: u64,
         /// Duplicates: (index in the frame, original id).
         duplicates: Vec<(u32, u64)>,
+        /// Uuids the server did not assign: (index in the frame, uuid).
+        uuids: Vec<(u32, [u8; 16])>,
     },
     /// Failed with a code.
     Failed {
@@ -158,6 +162,8 @@ pub struct Conn {
     pub wpos: usize,
     /// Handshake phase.
     pub phase: Phase,
+    /// The protocol version agreed at `Hello`.
+    pub version: u16,
     /// Who the connection authenticated as.
     pub caller: Option<Caller>,
     /// The broker's access epoch `caller` was last checked at.
@@ -222,6 +228,7 @@ impl Conn {
             wbuf: Vec::new(),
             wpos: 0,
             phase: Phase::Hello,
+            version: crate::wire::PROTOCOL_VERSION_MIN,
             caller: None,
             caller_epoch: 0,
             revoked: false,
@@ -279,6 +286,7 @@ impl Conn {
                 request_id: 0,
                 count: 0,
                 ack: AckMode::None,
+                channel: 0,
                 outcome: Some(AckOutcome::Encoded(frame)),
             });
         }

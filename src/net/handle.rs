@@ -10,11 +10,11 @@ use crate::broker::writer::{ConnRef, PublishReq, WriterMsg};
 use crate::broker::{channel_name, check_room_name, Access, Caller, Channel, ChannelKind};
 use crate::limits;
 use crate::storage::record::{self, RecordError};
-use crate::storage::Order;
+use crate::storage::{Order, View};
 use crate::wire::{self, ErrorCode, FrameHeader, Opcode, Request, Response, Start, WireError};
 
 /// What handling one frame asks of the loop.
-enum Next {
+pub(super) enum Next {
     /// Go on with the next frame.
     Continue,
     /// Stop parsing this connection for now (it is on the `again` list or
@@ -31,6 +31,7 @@ struct PageAsk<'a> {
     after_id: u64,
     before_id: u64,
     limit: u32,
+    raw: bool,
 }
 
 fn bad(message: impl Into<String>) -> WireError {
@@ -186,6 +187,12 @@ impl IoThread {
                 count,
                 messages_offset,
             } => return self.publish(index, id, channel, ack, count, &body[messages_offset..]),
+            Request::Amend {
+                channel,
+                ack,
+                target,
+                edit,
+            } => return self.amend(index, id, channel, ack, target, edit),
             Request::Subscribe {
                 sub_id,
                 channel,
@@ -201,6 +208,7 @@ impl IoThread {
                 after_id,
                 before_id,
                 limit,
+                raw,
             } => {
                 let page = PageAsk {
                     room,
@@ -208,13 +216,15 @@ impl IoThread {
                     after_id,
                     before_id,
                     limit,
+                    raw,
                 };
                 self.history(index, id, channel, &page)?;
             }
             Request::Fetch {
                 channel,
                 id: msg_id,
-            } => self.fetch(index, id, channel, msg_id)?,
+                raw,
+            } => self.fetch(index, id, channel, msg_id, raw)?,
             Request::ChannelCreate { json } => {
                 let ch = self.broker.create_channel(self.caller(index)?, json)?;
                 self.respond_channel(index, id, &ch);
@@ -275,19 +285,26 @@ impl IoThread {
         id: u32,
         channel: &str,
         msg_id: u64,
+        raw: bool,
     ) -> Result<(), WireError> {
         let ch = self.lookup(index, channel)?;
         self.access(index, &ch)?.check_read()?;
         let viewer = self.viewer(index);
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
         let wbuf = &mut conn.wbuf;
-        let found = ch.reader().get(msg_id, |raw| {
+        let answer = |raw: &[u8]| {
             let shown = record::visible(raw, viewer.as_deref());
             if shown {
                 wire::encode_response(wbuf, id, &Response::Message { record: raw });
             }
             shown
-        });
+        };
+        let reader = ch.reader();
+        let found = if raw {
+            reader.get(msg_id, answer)
+        } else {
+            reader.get_current(msg_id, u64::MAX, answer)
+        };
         if found != Some(true) {
             return Err(WireError::new(
                 ErrorCode::MessageNotFound,
@@ -343,7 +360,10 @@ impl IoThread {
             (page.before_id > 0).then_some(page.before_id),
             order,
             limit as usize,
-            Some(viewer.as_deref()),
+            View {
+                viewer: Some(viewer.as_deref()),
+                current: !page.raw,
+            },
             &mut |raw| {
                 if wbuf.len() - start + raw.len() > budget {
                     return false;
@@ -359,7 +379,7 @@ impl IoThread {
     }
 
     /// The connection's (checked) caller.
-    fn caller(&self, index: usize) -> Result<&Caller, WireError> {
+    pub(super) fn caller(&self, index: usize) -> Result<&Caller, WireError> {
         self.conns
             .get(index)
             .and_then(|c| c.caller.as_ref())
@@ -376,7 +396,7 @@ impl IoThread {
 
     /// What the connection's caller may do on `ch`, from the one-entry
     /// cache while the access epoch stands still.
-    fn access(&mut self, index: usize, ch: &Channel) -> Result<Access, WireError> {
+    pub(super) fn access(&mut self, index: usize, ch: &Channel) -> Result<Access, WireError> {
         let epoch = self.broker.epoch();
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
         if let Some((cid, e, a)) = conn.access_cache {
@@ -406,7 +426,7 @@ impl IoThread {
 
     /// The channel `name` of the caller's instance, through this thread's
     /// cache (keyed by the name as [`channel_name`] reads it).
-    fn lookup(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
+    pub(super) fn lookup(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
         let name = channel_name(name)?;
         let name = name.as_ref();
         // The channel this connection used last, without hashing its name.
@@ -514,6 +534,7 @@ impl IoThread {
             request_id: id,
             count,
             ack,
+            channel: ch.id,
             outcome: None,
         });
         if conn.coalesced.is_some() && conn.stalled.is_some() {

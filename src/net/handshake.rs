@@ -5,7 +5,10 @@
 use super::conn::{Conn, Phase};
 use super::IoThread;
 use crate::limits;
-use crate::wire::{ErrorCode, FrameHeader, Opcode, Request, Response, WireError, PROTOCOL_VERSION};
+use crate::wire::{
+    self, ErrorCode, FrameHeader, Opcode, Request, Response, WireError, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN,
+};
 
 const SERVER_NAME: &str = concat!("tidewire/", env!("CARGO_PKG_VERSION"));
 
@@ -65,20 +68,21 @@ impl IoThread {
         version_min: u16,
         version_max: u16,
     ) -> Result<(), WireError> {
-        if !(version_min..=version_max).contains(&PROTOCOL_VERSION) {
+        let Some(version) = wire::negotiate_version(version_min, version_max) else {
             return Err(WireError::new(
                 ErrorCode::UnsupportedVersion,
-                format!("this server speaks version {PROTOCOL_VERSION} only"),
+                format!("this server speaks versions {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}"),
             ));
-        }
+        };
         if let Some(c) = self.conns.get_mut(index) {
             c.phase = Phase::Auth;
+            c.version = version;
         }
         self.respond(
             index,
             id,
             &Response::HelloOk {
-                version: PROTOCOL_VERSION,
+                version,
                 frame_len_max: limits::FRAME_LEN_MAX,
                 server_name: SERVER_NAME,
             },

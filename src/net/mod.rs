@@ -6,6 +6,7 @@
 //! subscriber cursors into write buffers. Never parses bytes itself (that is
 //! `wire` and `storage::record`) and never writes files.
 
+mod amend;
 mod close;
 mod completions;
 mod conn;

@@ -19,7 +19,8 @@
 //!   `.rooms` and `checkpoint` (sans-IO);
 //! * `io` — every file operation, and the fault injection tests use;
 //! * `segment` — segment files and their mapping: the only `unsafe`;
-//! * `log` — the writer (`log::write`), the commit stage (`log::sync`),
+//! * `log` — the writer (`log::write`), edits and removals (`log::amend`),
+//!   record keys in memory (`log::keys`), the commit stage (`log::sync`),
 //!   readers and cursors (`log::read`), recovery on open (`log::open`);
 //! * `meta` — atomic metadata snapshots.
 //!
@@ -45,8 +46,8 @@ pub use error::StorageError;
 #[doc(hidden)]
 pub use io::{FaultPlan, Faults, FileKind, OpKind};
 pub use log::{
-    AppendOutcome, ChannelLog, Chunk, Cursor, Durability, LogConfig, LogReader, OpenReport, Order,
-    Position, SyncJob, Synced,
+    AmendError, AmendTarget, Amended, Amendment, AppendOutcome, ChannelLog, Chunk, Cursor,
+    Durability, LogConfig, LogReader, OpenReport, Order, Position, SyncJob, Synced, View,
 };
 pub use record::{Action, Author, ContentType, RecordView};
 pub use sidecar::Hole;

@@ -1,5 +1,6 @@
 //! Byte layouts of the segment header and the small files beside segments:
-//! `.idx` (sparse index and seal), `.keys` (idempotency keys), `.rooms`,
+//! `.idx` (sparse index and seal), `.keys` (record keys: idempotency keys,
+//! publisher uuids, and what edits and removals refer to), `.rooms`,
 //! the `checkpoint` (synced watermark and id reservation) and `holes`
 //! (ids a crash took back). Sans-IO: bytes in, values out.
 //!
@@ -12,7 +13,7 @@
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TWSEG\0\0\0";
 /// Magic of an index sidecar.
 pub const INDEX_MAGIC: [u8; 8] = *b"TWIDX\0\0\0";
-/// Magic of an idempotency-key sidecar.
+/// Magic of a record-key sidecar.
 pub const KEYS_MAGIC: [u8; 8] = *b"TWKEYS\0\0";
 /// Magic of a room-index sidecar.
 pub const ROOMS_MAGIC: [u8; 8] = *b"TWROOMS\0";
@@ -239,14 +240,45 @@ pub fn decode_index(buf: &[u8]) -> IndexFile {
     out
 }
 
-/// One idempotency key entry of a `.keys` sidecar.
+/// What a `.keys` entry names: the top two bits of its `created_at` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// An idempotency key (1 to `IDEMPOTENCY_KEY_LEN_MAX` bytes).
+    Idempotency = 0,
+    /// A uuid the publisher gave its message (16 bytes).
+    Uuid = 1,
+    /// The record is an edit of the message whose id (u64, 8 bytes) follows.
+    Edit = 2,
+    /// The record removes the message whose id (u64, 8 bytes) follows.
+    Remove = 3,
+}
+
+/// Bit position of [`KeyKind`] inside a `.keys` entry's `created_at` field.
+const KEY_KIND_SHIFT: u32 = 62;
+/// The `created_at` bits of a `.keys` entry's second field.
+const KEY_TIME_MASK: u64 = (1 << KEY_KIND_SHIFT) - 1;
+
+impl KeyKind {
+    fn from_bits(v: u64) -> KeyKind {
+        match v >> KEY_KIND_SHIFT {
+            0 => KeyKind::Idempotency,
+            1 => KeyKind::Uuid,
+            2 => KeyKind::Edit,
+            _ => KeyKind::Remove,
+        }
+    }
+}
+
+/// One entry of a `.keys` sidecar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
     /// The record's id.
     pub id: u64,
     /// The record's `created_at`.
     pub created_at_us: u64,
-    /// The key.
+    /// What `key` is.
+    pub kind: KeyKind,
+    /// The key, the uuid, or the id (u64) of the message amended.
     pub key: Vec<u8>,
 }
 
@@ -290,9 +322,11 @@ fn decode_entry(buf: &[u8], pos: usize, len_max: usize) -> Option<(u64, u64, &[u
 }
 
 /// Appends the encoding of a key entry to `out`: crc(4) of the rest, id(8),
-/// created_at(8), key_len(1), key.
-pub fn encode_key_entry(out: &mut Vec<u8>, id: u64, created_at_us: u64, key: &[u8]) {
-    encode_entry(out, id, created_at_us, key);
+/// created_at(8) with the entry's [`KeyKind`] in its top two bits,
+/// key_len(1), key.
+pub fn encode_key_entry(out: &mut Vec<u8>, id: u64, created_at_us: u64, kind: KeyKind, key: &[u8]) {
+    let tagged = (created_at_us & KEY_TIME_MASK) | ((kind as u64) << KEY_KIND_SHIFT);
+    encode_entry(out, id, tagged, key);
 }
 
 /// Decodes a `.keys` file up to its first invalid entry.
@@ -302,15 +336,22 @@ pub fn decode_keys(buf: &[u8]) -> Vec<KeyEntry> {
         return out;
     }
     let mut pos = SIDECAR_HEADER_LEN;
-    while let Some((id, created_at_us, key, end)) =
+    while let Some((id, tagged, key, end)) =
         decode_entry(buf, pos, crate::limits::IDEMPOTENCY_KEY_LEN_MAX)
     {
-        if key.is_empty() {
+        let kind = KeyKind::from_bits(tagged);
+        let fits = match kind {
+            KeyKind::Idempotency => !key.is_empty(),
+            KeyKind::Uuid => key.len() == 16,
+            KeyKind::Edit | KeyKind::Remove => key.len() == 8,
+        };
+        if !fits {
             break;
         }
         out.push(KeyEntry {
             id,
-            created_at_us,
+            created_at_us: tagged & KEY_TIME_MASK,
+            kind,
             key: key.to_vec(),
         });
         pos = end;
@@ -526,12 +567,24 @@ mod tests {
         holes.extend_from_slice(&h.encode()); // out of order: ends the file
         assert_eq!(decode_holes(&holes), vec![h]);
         let mut keys = sidecar_header(KEYS_MAGIC).to_vec();
-        encode_key_entry(&mut keys, 5, 6, b"abc");
-        encode_key_entry(&mut keys, 7, 8, b"d");
-        keys.pop();
+        encode_key_entry(&mut keys, 5, 6, KeyKind::Idempotency, b"abc");
+        encode_key_entry(&mut keys, 6, 7, KeyKind::Uuid, &[9; 16]);
+        encode_key_entry(&mut keys, 8, 9, KeyKind::Remove, &5u64.to_le_bytes());
+        encode_key_entry(&mut keys, 9, 10, KeyKind::Edit, b"d");
         let k = decode_keys(&keys);
-        assert_eq!(k.len(), 1);
-        assert_eq!(k[0].key, b"abc");
+        // An edit entry whose reference is not 8 bytes ends the file.
+        assert_eq!(k.len(), 3);
+        assert_eq!(
+            (k[0].key.as_slice(), k[0].kind),
+            (&b"abc"[..], KeyKind::Idempotency)
+        );
+        assert_eq!((k[1].created_at_us, k[1].kind), (7, KeyKind::Uuid));
+        assert_eq!(
+            (k[2].id, k[2].created_at_us, k[2].kind),
+            (8, 9, KeyKind::Remove)
+        );
+        keys.pop();
+        assert_eq!(decode_keys(&keys).len(), 3);
         assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
     }
 }

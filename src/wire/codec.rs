@@ -13,6 +13,7 @@ use super::reader::Reader;
 use crate::limits;
 use crate::wire::{
     ErrorCode, FrameHeader, Opcode, Start, WireError, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN,
 };
 
 /// Bytes of the `Deliver` body before its records: sub_id, count.
@@ -143,12 +144,12 @@ pub fn end_deliver(out: &mut Vec<u8>, start: usize, count: u32) {
     end_frame(out, start);
 }
 
-/// The version a server speaking only [`PROTOCOL_VERSION`] agrees to for a
-/// client's `version_min..=version_max`, or `None` (`UnsupportedVersion`).
+/// The version this build agrees to for a client's
+/// `version_min..=version_max`: the newest both speak, or `None`
+/// (`UnsupportedVersion`).
 pub fn negotiate_version(version_min: u16, version_max: u16) -> Option<u16> {
-    (version_min..=version_max)
-        .contains(&PROTOCOL_VERSION)
-        .then_some(PROTOCOL_VERSION)
+    let v = version_max.min(PROTOCOL_VERSION);
+    (v >= version_min && v >= PROTOCOL_VERSION_MIN).then_some(v)
 }
 
 /// The (start_kind, start_value) wire fields of a subscription start.

@@ -28,16 +28,20 @@ mod request;
 mod response;
 #[cfg(test)]
 mod tests;
+mod uuid;
 
 pub use codec::*;
 pub use payload::check_payload;
 pub use request::*;
 pub use response::*;
+pub use uuid::{format_uuid, parse_uuid};
 
 /// Bytes of the frame header (length prefix included).
 pub const FRAME_HEADER_LEN: usize = 12;
-/// The protocol version this build speaks (the only one so far).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build speaks.
+pub const PROTOCOL_VERSION_MIN: u16 = 1;
 
 /// Every opcode. Client requests are below 0x80; server responses and pushes
 /// are 0x80 and above. Retired opcodes are never reused.
@@ -54,6 +58,10 @@ pub enum Opcode {
     Ping = 0x03,
     /// Client: publish one or more messages to a channel.
     Publish = 0x10,
+    /// Client: edit a message (appends an edit record).
+    Edit = 0x11,
+    /// Client: delete a message (appends a remove record).
+    Delete = 0x12,
     /// Client: start a subscription.
     Subscribe = 0x20,
     /// Client: end a subscription.
@@ -169,6 +177,8 @@ pub enum ErrorCode {
     /// The connection did not complete `Hello` and `Auth` within
     /// `HANDSHAKE_TIMEOUT_MS`; the server closes the connection.
     HandshakeTimeout = 34,
+    /// An edit or delete names a message that was deleted.
+    MessageDeleted = 35,
     /// The server cannot allocate log space; retry later.
     StorageFull = 40,
     /// The log failed to sync and refuses writes until restarted.
@@ -191,6 +201,15 @@ pub enum AckMode {
     /// `PublishAck` once the records are stored under the durability policy
     /// and synced.
     Durable = 2,
+}
+
+/// The message an `Edit` or `Delete` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmendTarget {
+    /// By id.
+    Id(u64),
+    /// By uuid.
+    Uuid([u8; 16]),
 }
 
 /// Where a subscription starts (`protocol.md`, sections "Subscribe" and
@@ -288,6 +307,17 @@ pub enum Request<'a> {
         /// Offset of the messages region inside the frame body.
         messages_offset: usize,
     },
+    /// Edit (`edit: Some`) or delete (`edit: None`) a message.
+    Amend {
+        /// Channel name.
+        channel: &'a str,
+        /// When to acknowledge.
+        ack: AckMode,
+        /// The message.
+        target: AmendTarget,
+        /// The new content type and payload (edit), or `None` (delete).
+        edit: Option<(u8, &'a [u8])>,
+    },
     /// Start a subscription.
     Subscribe {
         /// Client-chosen id, unique on the connection.
@@ -321,6 +351,9 @@ pub enum Request<'a> {
         before_id: u64,
         /// Most records (0: the default page size).
         limit: u32,
+        /// Raw records (edits and deletions as records of their own)
+        /// rather than the current view.
+        raw: bool,
     },
     /// One message by id.
     Fetch {
@@ -328,6 +361,8 @@ pub enum Request<'a> {
         channel: &'a str,
         /// Message id.
         id: u64,
+        /// The raw record rather than the current version.
+        raw: bool,
     },
     /// Create a channel from a JSON object.
     ChannelCreate {
@@ -399,6 +434,9 @@ pub enum Response<'a> {
         first_id: u64,
         /// (index in the request, original id) of duplicate messages.
         duplicates: Vec<(u32, u64)>,
+        /// The uuid of every message in request order (protocol version 2;
+        /// empty under version 1).
+        uuids: Vec<[u8; 16]>,
     },
     /// A subscription started.
     Subscribed {

@@ -5,10 +5,27 @@ use super::codec::{begin_frame, end_frame, start_from_parts, start_parts};
 use super::reader::{clip, put_str, put_u16, put_u32, put_u64, Reader};
 use crate::limits;
 use crate::storage::record;
-use crate::wire::{AckMode, ErrorCode, FrameHeader, Opcode, Request, WireError, FRAME_HEADER_LEN};
+use crate::wire::{
+    AckMode, AmendTarget, ErrorCode, FrameHeader, Opcode, Request, WireError, FRAME_HEADER_LEN,
+};
 
 /// `Subscribe` option bit: deliver only committed records.
 pub const SUBSCRIBE_COMMITTED: u8 = 0x01;
+/// `History` and `Fetch` option bit: raw records rather than the current view.
+pub const READ_RAW: u8 = 0x01;
+
+/// Reads the optional trailing `options` byte of `History` and `Fetch`:
+/// whether the raw view is asked for.
+fn read_options(r: &mut Reader<'_>) -> Result<bool, WireError> {
+    match r.remaining() {
+        0 => Ok(false),
+        _ => match r.u8("options")? {
+            0 => Ok(false),
+            READ_RAW => Ok(true),
+            other => Err(r.err(format!("options {other:#04x}: unknown bits"))),
+        },
+    }
+}
 
 /// Decodes a client request from its header and body.
 ///
@@ -64,6 +81,8 @@ pub fn decode_request<'a>(header: &FrameHeader, body: &'a [u8]) -> Result<Reques
             data: r.rest_max(limits::PING_DATA_LEN_MAX, "ping data")?,
         },
         Opcode::Publish => decode_publish(&mut r)?,
+        Opcode::Edit => decode_amend(&mut r, true)?,
+        Opcode::Delete => decode_amend(&mut r, false)?,
         Opcode::Subscribe => Request::Subscribe {
             sub_id: r.u32("sub_id")?,
             channel: r.str(limits::CHANNEL_NAME_LEN_MAX, "channel")?,
@@ -90,6 +109,7 @@ pub fn decode_request<'a>(header: &FrameHeader, body: &'a [u8]) -> Result<Reques
         Opcode::Fetch => Request::Fetch {
             channel: r.str(limits::CHANNEL_NAME_LEN_MAX, "channel")?,
             id: r.u64("id")?,
+            raw: read_options(&mut r)?,
         },
         Opcode::ChannelCreate => Request::ChannelCreate {
             json: r.json("channel json")?,
@@ -141,6 +161,39 @@ fn decode_publish<'a>(r: &mut Reader<'a>) -> Result<Request<'a>, WireError> {
     })
 }
 
+fn decode_amend<'a>(r: &mut Reader<'a>, edit: bool) -> Result<Request<'a>, WireError> {
+    let channel = r.str(limits::CHANNEL_NAME_LEN_MAX, "channel")?;
+    let ack_byte = r.u8("ack_mode")?;
+    let ack = AckMode::from_u8(ack_byte).ok_or_else(|| r.err(format!("ack_mode {ack_byte}")))?;
+    let target = match r.u8("target_kind")? {
+        0 => match r.u64("id")? {
+            0 => return Err(r.err("id 0 names no message".into())),
+            id => AmendTarget::Id(id),
+        },
+        1 => {
+            let mut u = [0u8; 16];
+            u.copy_from_slice(r.take(16, "uuid")?);
+            AmendTarget::Uuid(u)
+        }
+        other => return Err(r.err(format!("target_kind {other}"))),
+    };
+    let edit = if edit {
+        let ct = r.u8("content_type")?;
+        if record::ContentType::from_u8(ct).is_none() {
+            return Err(r.err(format!("content_type {ct}")));
+        }
+        Some((ct, r.rest_max(limits::PAYLOAD_LEN_MAX as usize, "payload")?))
+    } else {
+        None
+    };
+    Ok(Request::Amend {
+        channel,
+        ack,
+        target,
+        edit,
+    })
+}
+
 fn decode_history<'a>(r: &mut Reader<'a>) -> Result<Request<'a>, WireError> {
     let channel = r.str(limits::CHANNEL_NAME_LEN_MAX, "channel")?;
     let room = r.str(limits::ROOM_LEN_MAX, "room")?;
@@ -166,6 +219,7 @@ fn decode_history<'a>(r: &mut Reader<'a>) -> Result<Request<'a>, WireError> {
         after_id,
         before_id,
         limit,
+        raw: read_options(r)?,
     })
 }
 
@@ -251,6 +305,29 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u32, request: &Request<'_>)
         }
         Request::Ping { data } => out.extend_from_slice(data),
         Request::Publish { .. } => panic!("encode_request: use encode_publish for Publish"),
+        Request::Amend {
+            channel,
+            ack,
+            target,
+            edit,
+        } => {
+            put_str(out, channel);
+            out.push(*ack as u8);
+            match target {
+                AmendTarget::Id(id) => {
+                    out.push(0);
+                    put_u64(out, *id);
+                }
+                AmendTarget::Uuid(u) => {
+                    out.push(1);
+                    out.extend_from_slice(u);
+                }
+            }
+            if let Some((ct, payload)) = edit {
+                out.push(*ct);
+                out.extend_from_slice(payload);
+            }
+        }
         Request::Subscribe {
             sub_id,
             channel,
@@ -274,6 +351,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u32, request: &Request<'_>)
             after_id,
             before_id,
             limit,
+            raw,
         } => {
             put_str(out, channel);
             put_str(out, room);
@@ -281,10 +359,12 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u32, request: &Request<'_>)
             put_u64(out, *after_id);
             put_u64(out, *before_id);
             put_u32(out, *limit);
+            out.push(if *raw { READ_RAW } else { 0 });
         }
-        Request::Fetch { channel, id } => {
+        Request::Fetch { channel, id, raw } => {
             put_str(out, channel);
             put_u64(out, *id);
+            out.push(if *raw { READ_RAW } else { 0 });
         }
         Request::ChannelCreate { json } => out.extend_from_slice(json),
         Request::ChannelGet { name } | Request::ChannelDelete { name } => put_str(out, name),
@@ -304,6 +384,8 @@ fn request_opcode(request: &Request<'_>) -> Opcode {
         Request::Auth { .. } => Opcode::Auth,
         Request::Ping { .. } => Opcode::Ping,
         Request::Publish { .. } => Opcode::Publish,
+        Request::Amend { edit: Some(_), .. } => Opcode::Edit,
+        Request::Amend { edit: None, .. } => Opcode::Delete,
         Request::Subscribe { .. } => Opcode::Subscribe,
         Request::Unsubscribe { .. } => Opcode::Unsubscribe,
         Request::History { .. } => Opcode::History,

@@ -46,6 +46,7 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u32, response: &Response<'
             count,
             first_id,
             duplicates,
+            uuids,
         } => {
             put_u32(out, *count);
             put_u64(out, *first_id);
@@ -56,6 +57,9 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u32, response: &Response<'
             for (index, id) in duplicates {
                 put_u32(out, *index);
                 put_u64(out, *id);
+            }
+            for u in uuids {
+                out.extend_from_slice(u);
             }
         }
         Response::Subscribed {
@@ -295,10 +299,16 @@ fn decode_publish_ack<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, WireError>
         return Err(r.err(format!("count {count} / dup_count {dup_count}")));
     }
     let dups = usize::try_from(dup_count).map_err(|_| r.err("dup_count".into()))?;
-    // The exact size is known, so it is checked before allocating.
-    if Some(r.remaining()) != dups.checked_mul(12) {
-        return Err(r.err("duplicates region does not match dup_count".into()));
-    }
+    // The exact size is known, so it is checked before allocating: the
+    // duplicates, then under version 2 one uuid per message.
+    let n = usize::try_from(count).map_err(|_| r.err("count".into()))?;
+    let dup_bytes = dups.checked_mul(12);
+    let with_uuids = dup_bytes.and_then(|d| n.checked_mul(16).and_then(|u| u.checked_add(d)));
+    let has_uuids = match Some(r.remaining()) {
+        x if x == dup_bytes => false,
+        x if x == with_uuids => true,
+        _ => return Err(r.err("duplicates region does not match dup_count".into())),
+    };
     let mut duplicates = Vec::with_capacity(dups);
     for _ in 0..dups {
         let index = r.u32("duplicate index")?;
@@ -307,10 +317,18 @@ fn decode_publish_ack<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, WireError>
         }
         duplicates.push((index, r.u64("duplicate id")?));
     }
+    let mut uuids = Vec::with_capacity(if has_uuids { n } else { 0 });
+    while has_uuids && r.remaining() > 0 {
+        let bytes = r.take(16, "uuid")?;
+        let mut u = [0u8; 16];
+        u.copy_from_slice(bytes);
+        uuids.push(u);
+    }
     Ok(Response::PublishAck {
         count,
         first_id,
         duplicates,
+        uuids,
     })
 }
 

@@ -18,7 +18,8 @@ import sys
 import zlib
 
 OP_HELLO, OP_AUTH, OP_PING = 0x01, 0x02, 0x03
-OP_PUBLISH, OP_SUBSCRIBE, OP_HISTORY = 0x10, 0x20, 0x30
+OP_PUBLISH, OP_SUBSCRIBE, OP_HISTORY, OP_FETCH = 0x10, 0x20, 0x30, 0x31
+OP_EDIT, OP_DELETE, OP_MESSAGE = 0x11, 0x12, 0xB1
 OP_CHANNEL_CREATE, OP_CHANNEL_GET, OP_CHANNEL_UPDATE, OP_ADMIN = 0x40, 0x41, 0x43, 0x50
 OP_HELLO_OK, OP_AUTH_OK, OP_PONG = 0x81, 0x82, 0x83
 OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
@@ -28,6 +29,7 @@ E_MALFORMED_FRAME, E_UNSUPPORTED_VERSION, E_HELLO_REQUIRED = 1, 3, 4
 E_BAD_REQUEST, E_CHANNEL_NOT_FOUND, E_ROOM_REQUIRED, E_INVALID_NAME = 6, 20, 22, 25
 E_SHUTTING_DOWN = 42
 E_AHEAD_OF_HEAD = 33
+E_MESSAGE_NOT_FOUND, E_MESSAGE_DELETED = 24, 35
 
 
 def s16(text):
@@ -111,11 +113,11 @@ def handshake_rules(addr, key):
         expect_error(c, E_HELLO_REQUIRED, 5)
         expect_closed(c)
     c = Conn(addr)  # no common version: UnsupportedVersion, the Hello's rid, close
-    c.sock.sendall(frame(OP_HELLO, 9, hello_body(2, 3)))
+    c.sock.sendall(frame(OP_HELLO, 9, hello_body(3, 4)))
     expect_error(c, E_UNSUPPORTED_VERSION, 9)
     expect_closed(c)
     c = Conn(addr)  # a malformed Hello may be corrected; a second Hello may not
-    c.sock.sendall(frame(OP_HELLO, 1, hello_body(2, 1)))
+    c.sock.sendall(frame(OP_HELLO, 1, hello_body(3, 1)))
     expect_error(c, E_BAD_REQUEST, 1)
     c.next_id = 2
     op, _ = c.reply(c.send(OP_HELLO, hello_body()))
@@ -278,6 +280,46 @@ def delivery_rules(addr, key):
     print("delivery rules ok")
 
 
+def lifecycle_rules(addr, key):
+    """Version 2 (uuids in PublishAck), Edit by id, Delete by uuid, a second
+    Delete refused with MessageDeleted, History and Fetch in the current view
+    and with the raw option."""
+    c = Conn(addr)
+    op, body = c.reply(c.send(OP_HELLO, hello_body(1, 2)))
+    assert op == OP_HELLO_OK and struct.unpack("<H", body[:2])[0] == 2, body
+    op, body = c.reply(c.send(OP_AUTH, s16(key) + s16("") + s16("")))
+    assert op == OP_AUTH_OK, body
+    c.reply(c.send(OP_CHANNEL_CREATE, json.dumps({"name": "edits"}).encode()))
+    op, body = c.reply(c.send(OP_PUBLISH, publish_body("edits", 1, [b"a", b"b"])))
+    assert op == OP_PUBLISH_ACK, body
+    count, first, dups = struct.unpack("<IQI", body[:16])
+    assert (count, dups, len(body)) == (2, 0, 16 + 2 * 16), body
+    uuids = [body[16 + 16 * i : 32 + 16 * i] for i in range(count)]
+    assert uuids[0] != uuids[1] and all(u[6] >> 4 == 4 and u[8] >> 6 == 2 for u in uuids)
+    op, body = c.reply(c.send(OP_EDIT, s16("edits") + struct.pack("<BBQB", 1, 0, first, 2) + b"a2"))
+    assert op == OP_PUBLISH_ACK, body
+    _, edit_id, _ = struct.unpack("<IQI", body[:16])
+    assert edit_id == first + 2 and body[16:] == uuids[0], body
+    delete = s16("edits") + struct.pack("<BB", 1, 1) + uuids[1]
+    op, body = c.reply(c.send(OP_DELETE, delete))
+    assert op == OP_PUBLISH_ACK and struct.unpack("<IQ", body[:12])[1] == edit_id + 1, body
+    assert body[16:] == uuids[1]
+    op, err = c.reply(c.send(OP_DELETE, delete))
+    assert op == OP_ERROR and err["code"] == E_MESSAGE_DELETED, err
+    hist = s16("edits") + s16("") + struct.pack("<BQQI", 1, 0, 0, 0)
+    op, body = c.reply(c.send(OP_HISTORY, hist))
+    page = records(body[4:], struct.unpack("<I", body[:4])[0])
+    assert [(r["id"], r["payload"], r["ref_id"]) for r in page] == [(first, b"a2", edit_id)], page
+    op, body = c.reply(c.send(OP_HISTORY, hist + b"\x01"))
+    page = records(body[4:], struct.unpack("<I", body[:4])[0])
+    assert [(r["action"], r["ref_id"]) for r in page] == [(0, None), (0, None), (4, first), (5, first + 1)], page
+    op, err = c.reply(c.send(OP_FETCH, s16("edits") + struct.pack("<Q", first + 1)))
+    assert op == OP_ERROR and err["code"] == E_MESSAGE_NOT_FOUND, err
+    op, body = c.reply(c.send(OP_FETCH, s16("edits") + struct.pack("<QB", first + 1, 1)))
+    assert op == OP_MESSAGE and records(body, 1)[0]["payload"] == b"b", body
+    print("lifecycle rules ok")
+
+
 def shutdown_rules(addr, key):
     """Connection lifecycle 9: after what it owed, every connection gets
     ShuttingDown on request_id 0, then the close."""
@@ -311,13 +353,28 @@ def records(buf, count):
         for bit in (0, 1, 2):  # author fields, u64 each
             if flags & (1 << bit):
                 off += 8
-        room = None
+        room = uuid = ref_id = None
         if flags & FLAG_ROOM:
             n = rec[off]
             room = rec[off + 1 : off + 1 + n].decode()
             off += 1 + n
-        assert flags & ~0x0F == 0, "this client only sends author and room fields"
-        out.append({"id": rid, "room": room, "payload": rec[off:]})
+        if flags & (1 << 4):  # object class
+            off += 1 + rec[off]
+        for bit in (5, 6):  # pm_users, exclude_users: a count, then names
+            if flags & (1 << bit):
+                count, off = rec[off], off + 1
+                for _ in range(count):
+                    off += 1 + rec[off]
+        if flags & (1 << 7):
+            uuid, off = rec[off : off + 16], off + 16
+        if flags & (1 << 8):
+            (ref_id,), off = struct.unpack("<Q", rec[off : off + 8]), off + 8
+        if flags & (1 << 9):  # idempotency key
+            off += 1 + rec[off]
+        assert flags >> 10 == 0, "bits 10 to 15 are 0"
+        out.append(
+            {"id": rid, "room": room, "action": action, "uuid": uuid, "ref_id": ref_id, "payload": rec[off:]}
+        )
         pos += 8 + length
     assert pos == len(buf)
     return out
@@ -420,6 +477,7 @@ def main(addr, key):
     payload_rules(addr, key)
     history_rules(addr, key)
     delivery_rules(addr, key)
+    lifecycle_rules(addr, key)
     shutdown_rules(addr, key)
 
 

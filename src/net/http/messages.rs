@@ -11,7 +11,7 @@ use crate::http::{ApiError, ChannelPath, Request, ResponseOptions};
 use crate::limits;
 use crate::net::IoThread;
 use crate::storage::record::{self, ContentType, MessageFields, RecordView};
-use crate::storage::Order;
+use crate::storage::{Order, View};
 use crate::wire::AckMode;
 
 impl IoThread {
@@ -144,7 +144,10 @@ impl IoThread {
             plan.before_id,
             order,
             plan.limit as usize,
-            Some(caller.viewer()),
+            View {
+                viewer: Some(caller.viewer()),
+                current: true,
+            },
             reader.committed_id(),
             &mut |raw| {
                 if !spans.is_empty() && scratch.len() + raw.len() > limits::HTTP_HISTORY_BYTES_MAX {

@@ -33,7 +33,7 @@ use crate::http::{
 };
 use crate::limits;
 use crate::storage::record::RecordView;
-use crate::storage::{LogReader, Order};
+use crate::storage::{LogReader, Order, View};
 use crate::wire::{ErrorCode, WireError};
 
 /// Unparsed bytes an HTTP connection may hold: one maximal request.
@@ -194,7 +194,10 @@ fn first_after(
         None,
         Order::OldestFirst,
         1,
-        viewer,
+        View {
+            viewer,
+            current: false,
+        },
         reader.committed_id(),
         &mut |raw| {
             found = Some(raw.to_vec());

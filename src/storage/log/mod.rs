@@ -24,7 +24,6 @@
 //! above it. The ids in between form a *hole*, kept in the `holes` file, so
 //! a reader resuming inside it is told its position was taken back.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,12 +34,16 @@ use crate::storage::segment::Segment;
 use crate::storage::sidecar::{Hole, IndexEntry};
 use crate::storage::StorageError;
 
+mod amend;
+mod keys;
 mod open;
 mod read;
 mod sync;
 mod write;
 
-pub use read::{Chunk, Cursor, LogReader, Position};
+pub use amend::{AmendError, AmendTarget, Amended};
+pub use keys::Amendment;
+pub use read::{Chunk, Cursor, LogReader, Position, View};
 pub use sync::{SyncJob, Synced};
 
 /// When an appended record counts as stored.
@@ -158,6 +161,9 @@ struct Shared {
     /// Set when a sync or a write failed: the log refuses further writes.
     poisoned: AtomicBool,
     poison_why: Mutex<Option<String>>,
+    /// Edits and removals of retained messages, for the current view
+    /// (updated by the writer when the amending records are written).
+    amendments: RwLock<keys::Amendments>,
 }
 
 impl Shared {
@@ -210,10 +216,13 @@ pub struct ChannelLog {
     reserve_chunk: u64,
     /// Index points of written records not yet handed to the commit stage.
     job_points: Vec<IndexEntry>,
-    /// Idempotency keys inside retention: key → (id, created_at).
-    keys: HashMap<Box<[u8]>, (u64, u64)>,
+    /// Idempotency keys and publisher uuids inside retention.
+    keys: keys::KeyMaps,
     /// Keys added since the last successful write (removed by a rollback).
-    keys_unwritten: Vec<Box<[u8]>>,
+    keys_unwritten: Vec<write::Unwritten>,
+    /// Amendments of the records staged since the last successful write
+    /// (made visible to readers once written): (target, amendment).
+    amendments_unwritten: Vec<(u64, Amendment)>,
     /// When the log was last appended to (closing idle files), µs.
     last_append_us: u64,
     /// The watermark of the last sync job handed out.

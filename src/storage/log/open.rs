@@ -9,13 +9,13 @@
 //! before them is served, and readers get a gap for the rest. Only a segment
 //! whose header is damaged is moved aside (`quarantine/`).
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::keys::{record_keys, Amendments, KeyMaps};
 use super::sync::{side_path, CheckpointCell, SegFiles, CHECKPOINT_FILE};
 use super::write::Active;
 use super::{ChannelLog, LogConfig, OpenReport, Shared};
@@ -25,7 +25,7 @@ use crate::storage::io::{self as sio, DataFile, Faults, FileKind};
 use crate::storage::record::RecordView;
 use crate::storage::recovery::{self, ScanStop};
 use crate::storage::segment::{Segment, HEADER_LEN};
-use crate::storage::sidecar::{self, Checkpoint, Hole, IndexEntry};
+use crate::storage::sidecar::{self, Checkpoint, Hole, IndexEntry, KeyEntry};
 use crate::storage::StorageError;
 
 /// Directory (inside a log's directory) segments with a damaged header are moved to.
@@ -33,7 +33,18 @@ pub(super) const QUARANTINE_DIR: &str = "quarantine";
 /// File name of the crash holes in a log's directory.
 const HOLES_FILE: &str = "holes";
 
-type Keys = HashMap<Box<[u8]>, (u64, u64)>;
+/// What the `.keys` sidecars of the retained records hold, as loaded.
+#[derive(Default)]
+struct Keys {
+    maps: KeyMaps,
+    amendments: Amendments,
+}
+
+impl Keys {
+    fn insert(&mut self, e: &KeyEntry) {
+        self.maps.insert(e, &mut self.amendments);
+    }
+}
 
 fn read_optional(path: &Path) -> Result<Vec<u8>, StorageError> {
     match fs::read(path) {
@@ -199,7 +210,7 @@ fn rewrite_index(
     }
 }
 
-/// Loads the idempotency keys of `[lo, hi]` from a segment's `.keys` that are
+/// Loads the record keys of `[lo, hi]` from a segment's `.keys` that are
 /// inside retention.
 fn load_keys(
     dir: &Path,
@@ -211,7 +222,7 @@ fn load_keys(
 ) -> Result<(), StorageError> {
     for k in sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?) {
         if k.id >= lo && k.id <= hi && k.created_at_us >= cutoff {
-            keys.insert(k.key.into(), (k.id, k.created_at_us));
+            keys.insert(&k);
         }
     }
     Ok(())
@@ -221,7 +232,7 @@ fn load_keys(
 struct Scanned {
     points: Vec<IndexEntry>,
     seal: IndexEntry,
-    keys: Vec<(Vec<u8>, u64, u64)>,
+    keys: Vec<KeyEntry>,
     clean: bool,
     stop: ScanStop,
 }
@@ -238,9 +249,7 @@ fn scan_segment(
     let mut add_point = index_builder(&mut points, None);
     let r = recovery::scan_with(data, start, &mut |off, v| {
         add_point(off, v);
-        if let Some(k) = v.idempotency_key() {
-            keys.push((k.to_vec(), v.id(), v.created_at_us()));
-        }
+        record_keys(v, &mut keys);
     });
     drop(add_point);
     points.dedup_by_key(|p| p.pos);
@@ -307,10 +316,8 @@ fn open_sealed(
                 report.cut.push((first, s.seal.pos));
                 report.actions.push(format!("segment {first}: damaged after id {} ({:?}); records up to it are served, the rest is a gap", s.seal.id, s.stop));
             }
-            for (k, id, at) in s.keys {
-                if at >= cutoff {
-                    keys.insert(k.into(), (id, at));
-                }
+            for k in s.keys.iter().filter(|k| k.created_at_us >= cutoff) {
+                keys.insert(k);
             }
             let mut entries = s.points.clone();
             entries.push(s.seal);
@@ -385,21 +392,16 @@ fn recover_active(
     // (keys lost with a crash, or entries of records that are gone).
     let scanned_from = r.first_id.unwrap_or(u64::MAX);
     let on_file = sidecar::decode_keys(&read_optional(&side_path(dir, first, "keys"))?);
-    let mut all: Vec<(Vec<u8>, u64, u64)> = on_file
+    let mut all: Vec<KeyEntry> = on_file
         .iter()
         .filter(|k| k.id >= first && k.id < scanned_from && k.id <= s.seal.id)
-        .map(|k| (k.key.clone(), k.id, k.created_at_us))
+        .cloned()
         .collect();
     all.extend(s.keys);
-    let same = on_file.len() == all.len()
-        && on_file
-            .iter()
-            .zip(&all)
-            .all(|(f, (k, id, _))| f.key == *k && f.id == *id);
-    if !same {
+    if on_file != all {
         let mut bytes = sidecar::sidecar_header(sidecar::KEYS_MAGIC).to_vec();
-        for (k, id, at) in &all {
-            sidecar::encode_key_entry(&mut bytes, *id, *at, k);
+        for k in &all {
+            sidecar::encode_key_entry(&mut bytes, k.id, k.created_at_us, k.kind, &k.key);
         }
         match sio::replace_file(
             &side_path(dir, first, "keys"),
@@ -408,20 +410,18 @@ fn recover_active(
             faults,
         ) {
             Ok(_) => report.actions.push(format!(
-                "segment {first}: idempotency keys rewritten from the records"
+                "segment {first}: record keys rewritten from the records"
             )),
             // The keys are right in memory for this run; the sidecar is
             // repaired by the next start with space.
             Err(e) if sio::is_out_of_space(&e) => report.actions.push(format!(
-                "segment {first}: disk full, idempotency keys not rewritten"
+                "segment {first}: disk full, record keys not rewritten"
             )),
             Err(e) => return Err(e.into()),
         }
     }
-    for (k, id, at) in all {
-        if at >= cutoff {
-            keys.insert(k.into(), (id, at));
-        }
+    for k in all.iter().filter(|k| k.created_at_us >= cutoff) {
+        keys.insert(k);
     }
     let new_points = if rewrite_idx {
         rewrite_index(dir, first, &s.points, faults)?;
@@ -620,7 +620,7 @@ pub(super) fn open(
     let checkpoint = Checkpoint::decode(&read_optional(&dir.join(CHECKPOINT_FILE))?);
     let mut holes = sidecar::decode_holes(&read_optional(&dir.join(HOLES_FILE))?);
     let mut report = OpenReport::default();
-    let mut keys = HashMap::new();
+    let mut keys = Keys::default();
     let active_first = firsts.pop();
     let mut segments =
         open_sealed_segments(dir, &firsts, now, cutoff, &mut report, &mut keys, &faults)?;
@@ -754,6 +754,7 @@ pub(super) fn open(
         holes,
         poisoned: AtomicBool::new(false),
         poison_why: Mutex::new(None),
+        amendments: RwLock::new(keys.amendments),
     });
     report.next_id = next_id;
     let head = next_id - 1;
@@ -769,8 +770,9 @@ pub(super) fn open(
         reserved_id: head,
         reserve_chunk: limits::ID_RESERVATION_MIN,
         job_points: pending_points,
-        keys,
+        keys: keys.maps,
         keys_unwritten: Vec::new(),
+        amendments_unwritten: Vec::new(),
         last_append_us: now,
         last_job_watermark: (0, 0, 0),
         deferred_job: None,

@@ -236,7 +236,7 @@ impl Shared {
         self.head_id.load(Ordering::Acquire)
     }
 
-    fn first_id_at_or_after(&self, time_us: u64) -> u64 {
+    pub(super) fn first_id_at_or_after(&self, time_us: u64) -> u64 {
         let head = self.head_id();
         for seg in self.segments() {
             if seg.last_id() < seg.first_id || seg.newest_created_at_us() < time_us {
@@ -263,6 +263,29 @@ fn take(f: &mut dyn FnMut(&[u8]) -> Option<bool>, raw: &[u8], left: &mut usize) 
             !go_on || *left == 0
         }
     }
+}
+
+/// How a reader sees the records of a page or a fetch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct View<'a> {
+    /// `Some(viewer)`: leave out records targeted away from `viewer`
+    /// (`pm_users`, `exclude_users`; see `record::visible`); `None`: every
+    /// record.
+    pub viewer: Option<Option<&'a [u8]>>,
+    /// The current view: each message in its latest version (an edited one
+    /// with the edit's content type and payload and `ref_id` naming the
+    /// edit), removed messages and the edit and remove records left out.
+    /// Otherwise the raw records, amendments included, as subscribers get
+    /// them.
+    pub current: bool,
+}
+
+/// True for an edit or remove record.
+fn is_amendment(raw: &[u8]) -> bool {
+    matches!(
+        raw.get(24).copied().and_then(record::Action::from_u8),
+        Some(record::Action::Edit | record::Action::Remove)
+    )
 }
 
 /// Where a position "after id N" stands in a log.
@@ -349,6 +372,54 @@ impl LogReader {
         (rec_id(raw) == id && rec_created_at(raw) >= self.shared.cutoff_us()).then(|| f(raw))
     }
 
+    /// [`get`](Self::get) in the current view (see [`View`]) up to id
+    /// `limit_id`: `None` also for a removed message or an amending record.
+    pub fn get_current<R>(&self, id: u64, limit_id: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let latest = self
+            .shared
+            .amendments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest(id, limit_id.min(self.head_id()));
+        let mut scratch = Vec::new();
+        let shown = self.get(id, |raw| {
+            if is_amendment(raw) {
+                return false;
+            }
+            match latest {
+                None => {
+                    scratch.extend_from_slice(raw);
+                    true
+                }
+                Some(a) if a.removed => false,
+                Some(a) => self.fold_edit(raw, a.id, &mut scratch),
+            }
+        });
+        (shown == Some(true)).then(|| f(&scratch))
+    }
+
+    /// Writes `raw` as edited by record `edit_id` into `out`; false when the
+    /// edit cannot be read (then the raw record is in `out`).
+    fn fold_edit(&self, raw: &[u8], edit_id: u64, out: &mut Vec<u8>) -> bool {
+        let folded = self.get(edit_id, |edit| {
+            match (
+                RecordView::parse_trusted(raw),
+                RecordView::parse_trusted(edit),
+            ) {
+                (Ok(o), Ok(e)) => {
+                    record::current_version(&o, &e, out);
+                    true
+                }
+                _ => false,
+            }
+        });
+        if folded != Some(true) {
+            out.clear();
+            out.extend_from_slice(raw);
+        }
+        true
+    }
+
     /// Reads a history page: records of `room` (all records when `None`)
     /// with `after < id < before`, in `order`, at most `limit`, stopping
     /// early when `f` returns false. Costs in proportion to the records
@@ -362,12 +433,11 @@ impl LogReader {
         limit: usize,
         f: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        self.page_as(room, after, before, order, limit, None, f);
+        self.page_as(room, after, before, order, limit, View::default(), f);
     }
 
-    /// [`LogReader::page`] as seen by a caller: with `Some(viewer)`, records
-    /// targeted away from that viewer (`pm_users`, `exclude_users`; see
-    /// `record::visible`) are skipped and do not count towards `limit`.
+    /// [`LogReader::page`] as seen through `view`: records it leaves out do
+    /// not count towards `limit`.
     #[allow(clippy::too_many_arguments)] // the bounds of one page, kept flat like `page`
     pub fn page_as(
         &self,
@@ -376,10 +446,10 @@ impl LogReader {
         before: Option<u64>,
         order: Order,
         limit: usize,
-        viewer: Option<Option<&[u8]>>,
+        view: View<'_>,
         f: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        self.page_upto(room, after, before, order, limit, viewer, self.head_id(), f);
+        self.page_upto(room, after, before, order, limit, view, self.head_id(), f);
     }
 
     /// [`LogReader::page_as`] seeing only ids up to `limit_id` (for example
@@ -392,18 +462,41 @@ impl LogReader {
         before: Option<u64>,
         order: Order,
         limit: usize,
-        viewer: Option<Option<&[u8]>>,
+        view: View<'_>,
         limit_id: u64,
         f: &mut dyn FnMut(&[u8]) -> bool,
     ) {
+        let head = self.head_id().min(limit_id);
+        // Read once per page: the writer adds to it only as it writes.
+        let amendments = view.current.then(|| {
+            self.shared
+                .amendments
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+        });
+        let mut scratch = Vec::new();
         let mut filtered = |raw: &[u8]| -> Option<bool> {
-            match viewer {
-                Some(v) if !record::visible(raw, v) => None,
-                _ => Some(f(raw)),
+            if let Some(v) = view.viewer {
+                if !record::visible(raw, v) {
+                    return None;
+                }
+            }
+            let Some(am) = &amendments else {
+                return Some(f(raw));
+            };
+            if is_amendment(raw) {
+                return None;
+            }
+            match am.latest(rec_id(raw), head) {
+                None => Some(f(raw)),
+                Some(a) if a.removed => None,
+                Some(a) => {
+                    self.fold_edit(raw, a.id, &mut scratch);
+                    Some(f(&scratch))
+                }
             }
         };
         let f = &mut filtered;
-        let head = self.head_id().min(limit_id);
         let lo = after
             .map_or(1, |a| a.saturating_add(1))
             .max(self.oldest_id());

@@ -11,7 +11,7 @@ use crate::limits;
 use crate::storage::io::{self as sio, Faults};
 use crate::storage::record::{self, Author};
 use crate::storage::segment::{space_error, Segment, HEADER_LEN};
-use crate::storage::sidecar::{self, IndexEntry};
+use crate::storage::sidecar::{self, IndexEntry, KeyKind};
 use crate::storage::StorageError;
 
 /// The active segment and what the writer knows of it.
@@ -50,6 +50,13 @@ pub(super) struct Active {
     pub rotate_first: bool,
     /// Recovery already wrote this segment's seal.
     pub sealed_on_disk: bool,
+}
+
+/// A key added to the writer's maps since the last successful write.
+#[derive(Debug)]
+pub(super) enum Unwritten {
+    Key(Box<[u8]>),
+    Uuid([u8; 16]),
 }
 
 impl Active {
@@ -91,6 +98,58 @@ impl ChannelLog {
         body: &[u8],
         now: u64,
     ) -> Result<AppendOutcome, StorageError> {
+        let key = record::body_idempotency_key(body);
+        let uuid = record::body_uuid(body);
+        if let Some(id) = self.duplicate_of(key, uuid, now) {
+            return Ok(AppendOutcome::Duplicate(id));
+        }
+        let (id, created_at_us) = self.stage(author, body, now)?;
+        if let Some(key) = key {
+            sidecar::encode_key_entry(
+                &mut self.active.pending_keys,
+                id,
+                created_at_us,
+                KeyKind::Idempotency,
+                key,
+            );
+            self.keys
+                .idempotency
+                .insert(key.into(), (id, created_at_us));
+            self.keys_unwritten.push(Unwritten::Key(key.into()));
+        }
+        if let Some(u) = uuid {
+            sidecar::encode_key_entry(
+                &mut self.active.pending_keys,
+                id,
+                created_at_us,
+                KeyKind::Uuid,
+                &u,
+            );
+            self.keys.uuids.insert(u, (id, created_at_us));
+            self.keys_unwritten.push(Unwritten::Uuid(u));
+        }
+        self.end_append()?;
+        Ok(AppendOutcome::Appended(id))
+    }
+
+    /// The id of a message inside retention that `key` or `uuid` already
+    /// names: publishing it again is a duplicate.
+    fn duplicate_of(&self, key: Option<&[u8]>, uuid: Option<[u8; 16]>, now: u64) -> Option<u64> {
+        let cutoff = now.saturating_sub(self.shared.retention_us.load(Ordering::Relaxed));
+        let live = |&(id, at): &(u64, u64)| (at >= cutoff).then_some(id);
+        key.and_then(|k| self.keys.idempotency.get(k).and_then(live))
+            .or_else(|| uuid.and_then(|u| self.keys.uuids.get(&u).and_then(live)))
+    }
+
+    /// Checks and stages one record (rotating first if needed): its id and
+    /// `created_at`. The caller stages its keys, then calls
+    /// [`end_append`](Self::end_append).
+    pub(super) fn stage(
+        &mut self,
+        author: Author,
+        body: &[u8],
+        now: u64,
+    ) -> Result<(u64, u64), StorageError> {
         self.shared.check_poisoned()?;
         if body.len() < record::BODY_HEADER_LEN {
             return Err(StorageError::Invalid("body shorter than its header"));
@@ -100,15 +159,6 @@ impl ChannelLog {
             return Err(StorageError::Invalid("record larger than a segment"));
         }
         let created_at_us = now.max(self.last_created_at_us);
-        let key = record::body_idempotency_key(body);
-        if let Some(key) = key {
-            let cutoff = now.saturating_sub(self.shared.retention_us.load(Ordering::Relaxed));
-            if let Some(&(id, at)) = self.keys.get(key) {
-                if at >= cutoff {
-                    return Ok(AppendOutcome::Duplicate(id));
-                }
-            }
-        }
         let a = &self.active;
         let age_us = now.saturating_sub(a.seg.created_at_us);
         if a.rotate_first
@@ -119,18 +169,18 @@ impl ChannelLog {
         }
         let id = self.next_id;
         self.stage_record(id, created_at_us, author, body, len);
-        if let Some(key) = key {
-            sidecar::encode_key_entry(&mut self.active.pending_keys, id, created_at_us, key);
-            self.keys.insert(key.into(), (id, created_at_us));
-            self.keys_unwritten.push(key.into());
-        }
         self.next_id = id + 1;
         self.last_created_at_us = created_at_us;
         self.last_append_us = now;
+        Ok((id, created_at_us))
+    }
+
+    /// Writes the staging buffer once it is large.
+    pub(super) fn end_append(&mut self) -> Result<(), StorageError> {
         if self.active.stage.len() >= STAGE_WRITE_BYTES {
             self.write_stage()?;
         }
-        Ok(AppendOutcome::Appended(id))
+        Ok(())
     }
 
     /// Encodes one record at the end of the staging buffer, with its index
@@ -222,6 +272,16 @@ impl ChannelLog {
         self.written_id = self.next_id - 1;
         self.written_created_at_us = self.last_created_at_us;
         self.keys_unwritten.clear();
+        if !self.amendments_unwritten.is_empty() {
+            let mut am = self
+                .shared
+                .amendments
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for (target, a) in self.amendments_unwritten.drain(..) {
+                am.add(target, a);
+            }
+        }
         Ok(())
     }
 
@@ -284,8 +344,12 @@ impl ChannelLog {
         a.staged_rooms.clear();
         a.staged_points.clear();
         for k in self.keys_unwritten.drain(..) {
-            self.keys.remove(&k);
+            match k {
+                Unwritten::Key(k) => self.keys.idempotency.remove(&k),
+                Unwritten::Uuid(u) => self.keys.uuids.remove(&u),
+            };
         }
+        self.amendments_unwritten.clear();
         self.next_id = self.written_id + 1;
         self.last_created_at_us = self.written_created_at_us;
         // Keys or room entries of rolled-back records may have reached the
@@ -578,7 +642,13 @@ impl ChannelLog {
         // Expired keys are ignored by lookups; forgetting them is upkeep of
         // memory, done once a minute rather than on every round.
         if now.saturating_sub(self.keys_pruned_us) >= KEYS_PRUNE_EVERY_US {
-            self.keys.retain(|_, &mut (_, at)| at >= cutoff);
+            self.keys.forget_before(cutoff);
+            let oldest = self.shared.first_id_at_or_after(cutoff);
+            self.shared
+                .amendments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_before(oldest);
             self.keys_pruned_us = now;
         }
         let idle = now.saturating_sub(self.last_append_us) >= limits::LOG_IDLE_CLOSE_US;

@@ -23,6 +23,12 @@
 
 use crate::limits;
 
+mod amend;
+mod view;
+
+pub use amend::{current_version, encode_amend_body, AmendKind};
+pub use view::{visible, NameIter, RecordView};
+
 /// Bytes before the optional fields: len, crc, id, created_at, action, content_type, flags.
 pub const RECORD_HEADER_LEN: usize = 28;
 /// Offset of the message body (action) inside a record.
@@ -311,6 +317,8 @@ struct Layout {
     uuid: Option<[u8; 16]>,
     ref_id: Option<u64>,
     idempotency_key: Option<(usize, usize)>,
+    /// Where the ref_id field starts (or would start).
+    ref_at: usize,
     payload_start: usize,
 }
 
@@ -405,6 +413,7 @@ fn parse_layout(buf: &[u8]) -> Result<(Action, ContentType, u16, Layout), Record
         u.copy_from_slice(&buf[s..e]);
         l.uuid = Some(u);
     }
+    l.ref_at = r.pos;
     if has(FLAG_REF_ID) {
         l.ref_id = Some(r.u64("ref id")?);
     }
@@ -432,10 +441,15 @@ pub struct BodyInfo {
 /// [`RecordError::Malformed`] when a field is out of its limits, an author bit
 /// is set (only the server sets authors), or the room is not valid UTF-8.
 pub fn check_body(body: &mut [u8]) -> Result<BodyInfo, RecordError> {
-    let (_, _, flags, l) = parse_layout(body)?;
+    let (action, _, flags, l) = parse_layout(body)?;
     if flags & FLAGS_AUTHOR != 0 {
         return Err(RecordError::Malformed(
             "author fields are set by the server",
+        ));
+    }
+    if matches!(action, Action::Edit | Action::Remove) || flags & FLAG_REF_ID != 0 {
+        return Err(RecordError::Malformed(
+            "edits and removals are made with the Edit and Delete requests (action edit/remove and ref_id are set by the server)",
         ));
     }
     let payload_len = body.len().saturating_sub(l.payload_start);
@@ -466,6 +480,17 @@ pub fn body_idempotency_key(body: &[u8]) -> Option<&[u8]> {
     let (_, _, _, l) = parse_layout(body).ok()?;
     let (s, e) = l.idempotency_key?;
     body.get(s..e)
+}
+
+/// The uuid of a checked body, if it has one (without parsing the body when
+/// its flag is clear).
+pub fn body_uuid(body: &[u8]) -> Option<[u8; 16]> {
+    let flags = u16::from_le_bytes([*body.get(2)?, *body.get(3)?]);
+    if flags & FLAG_UUID == 0 {
+        return None;
+    }
+    let (_, _, _, l) = parse_layout(body).ok()?;
+    l.uuid
 }
 
 /// The room of a checked body, if it has one (without parsing the body when
@@ -584,214 +609,6 @@ pub fn peek_record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
     Ok(Some(total))
 }
 
-/// A decoded record, borrowing the bytes it was read from.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
-    raw: &'a [u8],
-    action: Action,
-    content_type: ContentType,
-    flags: u16,
-    layout: Layout,
-}
-
-impl<'a> RecordView<'a> {
-    /// Decodes and CRC-checks the record at the start of `buf`.
-    ///
-    /// Returns `Ok(None)` when `buf` holds only part of a record, otherwise the
-    /// record and the bytes it spans.
-    ///
-    /// # Errors
-    /// [`RecordError::EndOfData`] at a zero length; the other variants when the
-    /// bytes are not a valid record.
-    pub fn decode(buf: &'a [u8]) -> Result<Option<(RecordView<'a>, usize)>, RecordError> {
-        let Some(total) = peek_record_len(buf)? else {
-            return Ok(None);
-        };
-        let Some(raw) = buf.get(..total) else {
-            return Ok(None);
-        };
-        let crc = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
-        if crc32fast::hash(&raw[8..]) != crc {
-            return Err(RecordError::BadCrc);
-        }
-        Self::parse_trusted(raw).map(|v| Some((v, total)))
-    }
-
-    /// Parses a whole record without checking its CRC: for bytes that were
-    /// checked once already (below a log's published head).
-    ///
-    /// # Errors
-    /// When the fields do not parse.
-    pub fn parse_trusted(raw: &'a [u8]) -> Result<RecordView<'a>, RecordError> {
-        let body = raw
-            .get(BODY_OFFSET..)
-            .ok_or(RecordError::Malformed("record shorter than its header"))?;
-        let (action, content_type, flags, mut layout) = parse_layout(body)?;
-        let shift = |r: &mut Option<(usize, usize)>| {
-            if let Some((s, e)) = r {
-                *s += BODY_OFFSET;
-                *e += BODY_OFFSET;
-            }
-        };
-        shift(&mut layout.room);
-        shift(&mut layout.object_class);
-        shift(&mut layout.pm_users);
-        shift(&mut layout.exclude_users);
-        shift(&mut layout.idempotency_key);
-        layout.payload_start += BODY_OFFSET;
-        Ok(RecordView {
-            raw,
-            action,
-            content_type,
-            flags,
-            layout,
-        })
-    }
-
-    fn u64_at(&self, off: usize) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.raw[off..off + 8]);
-        u64::from_le_bytes(b)
-    }
-    /// The whole record, as stored and as delivered.
-    pub fn raw(&self) -> &'a [u8] {
-        self.raw
-    }
-    /// The per-channel id.
-    pub fn id(&self) -> u64 {
-        self.u64_at(8)
-    }
-    /// Microseconds since the Unix epoch.
-    pub fn created_at_us(&self) -> u64 {
-        self.u64_at(16)
-    }
-    /// What the message does.
-    pub fn action(&self) -> Action {
-        self.action
-    }
-    /// How to read the payload.
-    pub fn content_type(&self) -> ContentType {
-        self.content_type
-    }
-    /// The raw flag word.
-    pub fn flags(&self) -> u16 {
-        self.flags
-    }
-    /// Who published it.
-    pub fn author(&self) -> Author {
-        match (
-            self.layout.author_admin,
-            self.layout.author_api_key,
-            self.layout.author_user,
-        ) {
-            (Some(id), _, _) => Author::Admin(id),
-            (None, Some(api_key), Some(user)) => Author::User { api_key, user },
-            (None, Some(id), None) => Author::ApiKey(id),
-            _ => Author::None,
-        }
-    }
-    fn range(&self, r: Option<(usize, usize)>) -> Option<&'a [u8]> {
-        r.map(|(s, e)| &self.raw[s..e])
-    }
-    /// The room, lower-case.
-    pub fn room(&self) -> Option<&'a [u8]> {
-        self.range(self.layout.room)
-    }
-    /// The Data Object class of `{type: object}` metadata.
-    pub fn object_class(&self) -> Option<&'a [u8]> {
-        self.range(self.layout.object_class)
-    }
-    /// Users who alone may see the message (empty: everyone).
-    pub fn pm_users(&self) -> NameIter<'a> {
-        NameIter::new(self.range(self.layout.pm_users))
-    }
-    /// Users who never see the message.
-    pub fn exclude_users(&self) -> NameIter<'a> {
-        NameIter::new(self.range(self.layout.exclude_users))
-    }
-    /// True when the message names `pm_users` or `exclude_users`.
-    pub fn is_targeted(&self) -> bool {
-        self.layout.pm_users.is_some() || self.layout.exclude_users.is_some()
-    }
-    /// The client-chosen uuid.
-    pub fn uuid(&self) -> Option<[u8; 16]> {
-        self.layout.uuid
-    }
-    /// The id an edit/remove refers to.
-    pub fn ref_id(&self) -> Option<u64> {
-        self.layout.ref_id
-    }
-    /// The idempotency key.
-    pub fn idempotency_key(&self) -> Option<&'a [u8]> {
-        self.range(self.layout.idempotency_key)
-    }
-    /// The payload bytes.
-    pub fn payload(&self) -> &'a [u8] {
-        &self.raw[self.layout.payload_start..]
-    }
-    /// May `user` (None: a caller without a user identity) see this message?
-    /// `exclude_users` wins over `pm_users`.
-    pub fn visible_to(&self, user: Option<&[u8]>) -> bool {
-        if !self.is_targeted() {
-            return true;
-        }
-        let Some(user) = user else {
-            return self.layout.pm_users.is_none();
-        };
-        if self.exclude_users().any(|n| n == user) {
-            return false;
-        }
-        self.layout.pm_users.is_none() || self.pm_users().any(|n| n == user)
-    }
-}
-
-/// May `viewer` see the record `raw` (a whole record below a published
-/// head)? Records without `pm_users` / `exclude_users` answer from their
-/// flag word alone, without being parsed.
-pub fn visible(raw: &[u8], viewer: Option<&[u8]>) -> bool {
-    let flags = match raw.get(26..28) {
-        Some(f) => u16::from_le_bytes([f[0], f[1]]),
-        None => return false,
-    };
-    if flags & (FLAG_PM_USERS | FLAG_EXCLUDE_USERS) == 0 {
-        return true;
-    }
-    RecordView::parse_trusted(raw).is_ok_and(|v| v.visible_to(viewer))
-}
-
-/// Iterates the names of a `pm_users` / `exclude_users` list.
-#[derive(Debug, Clone)]
-pub struct NameIter<'a> {
-    rest: &'a [u8],
-    left: usize,
-}
-
-impl<'a> NameIter<'a> {
-    fn new(list: Option<&'a [u8]>) -> NameIter<'a> {
-        match list.and_then(|l| l.split_first()) {
-            Some((&count, rest)) => NameIter {
-                rest,
-                left: usize::from(count),
-            },
-            None => NameIter { rest: &[], left: 0 },
-        }
-    }
-}
-
-impl<'a> Iterator for NameIter<'a> {
-    type Item = &'a [u8];
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.left == 0 {
-            return None;
-        }
-        let (&len, rest) = self.rest.split_first()?;
-        let (name, rest) = rest.split_at_checked(usize::from(len))?;
-        self.rest = rest;
-        self.left -= 1;
-        Some(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -809,7 +626,7 @@ mod tests {
         let fields = MessageFields {
             action: Some(Action::Edit),
             content_type: Some(ContentType::Json),
-            room: Some("Lobby"),
+            room: Some("lobby"),
             object_class: Some("books"),
             pm_users: &pm,
             exclude_users: &ex,
@@ -817,9 +634,24 @@ mod tests {
             ref_id: Some(41),
             idempotency_key: Some(b"k-1"),
         };
-        let mut b = body(&fields, br#"{"a":1}"#);
-        let info = check_body(&mut b).unwrap();
+        let b = body(&fields, br#"{"a":1}"#);
+        // Publishers may not set edit/remove or ref_id (the server makes
+        // those records); every other field is theirs.
+        assert!(matches!(
+            check_body(&mut b.clone()),
+            Err(RecordError::Malformed(_))
+        ));
+        let plain = MessageFields {
+            action: None,
+            ref_id: None,
+            room: Some("Lobby"),
+            ..fields.clone()
+        };
+        let mut p = body(&plain, br#"{"a":1}"#);
+        let info = check_body(&mut p).unwrap();
         assert_eq!(info.payload_len, 7);
+        assert_eq!(body_room(&p), Some(&b"lobby"[..]));
+        assert_eq!(body_uuid(&p), Some([7; 16]));
         let author = Author::User {
             api_key: 3,
             user: 9,
@@ -925,5 +757,82 @@ mod tests {
         assert!(!v.visible_to(Some(b"b")));
         assert!(!v.visible_to(Some(b"c")));
         assert!(!v.visible_to(None));
+    }
+
+    fn record(id: u64, author: Author, fields: &MessageFields<'_>, payload: &[u8]) -> Vec<u8> {
+        let b = body(fields, payload);
+        let mut out = Vec::new();
+        append_record(&mut out, id, 1000 + id, author, &b);
+        out
+    }
+
+    #[test]
+    fn an_amendment_copies_the_audience_and_the_current_version_folds_it_in() {
+        let pm = ["alice", "bob"];
+        let ex = ["bob"];
+        let original = MessageFields {
+            content_type: Some(ContentType::Text),
+            room: Some("lobby"),
+            pm_users: &pm,
+            exclude_users: &ex,
+            uuid: Some([5; 16]),
+            idempotency_key: Some(b"key"),
+            ..MessageFields::default()
+        };
+        let raw = record(7, Author::ApiKey(3), &original, b"old");
+        let o = RecordView::parse_trusted(&raw).unwrap();
+        for (kind, payload) in [
+            (AmendKind::Edit, &b"new text"[..]),
+            (AmendKind::Remove, &b""[..]),
+        ] {
+            let mut b = Vec::new();
+            encode_amend_body(&mut b, &o, kind, ContentType::Json, b"[1]");
+            let mut amend = Vec::new();
+            append_record(&mut amend, 9, 2000, Author::Admin(1), &b);
+            let a = RecordView::decode(&amend).unwrap().unwrap().0;
+            assert_eq!(a.ref_id(), Some(7));
+            assert_eq!(a.room(), o.room());
+            assert!(a.pm_users().eq(o.pm_users()));
+            assert!(a.exclude_users().eq(o.exclude_users()));
+            assert_eq!(a.uuid(), Some([5; 16]));
+            assert_eq!(a.idempotency_key(), None);
+            assert_eq!(a.object_class(), None);
+            match kind {
+                AmendKind::Edit => {
+                    assert_eq!(
+                        (a.action(), a.content_type()),
+                        (Action::Edit, ContentType::Json)
+                    );
+                    assert_eq!(a.payload(), b"[1]");
+                }
+                AmendKind::Remove => {
+                    assert_eq!(a.action(), Action::Remove);
+                    assert_eq!(a.payload(), payload);
+                }
+            }
+            // Audience: bob is excluded from both, alice sees both.
+            for who in [&b"alice"[..], b"bob", b"carol"] {
+                assert_eq!(a.visible_to(Some(who)), o.visible_to(Some(who)));
+            }
+        }
+        let mut b = Vec::new();
+        encode_amend_body(&mut b, &o, AmendKind::Edit, ContentType::Text, b"new text");
+        let mut edit = Vec::new();
+        append_record(&mut edit, 9, 2000, Author::Admin(1), &b);
+        let e = RecordView::parse_trusted(&edit).unwrap();
+        let mut cur = Vec::new();
+        current_version(&o, &e, &mut cur);
+        let c = RecordView::decode(&cur).unwrap().unwrap().0;
+        assert_eq!((c.id(), c.created_at_us()), (7, 1007));
+        assert_eq!(
+            (c.action(), c.author()),
+            (Action::Custom, Author::ApiKey(3))
+        );
+        assert_eq!(c.ref_id(), Some(9), "names the edit that made this version");
+        assert_eq!(c.payload(), b"new text");
+        assert_eq!(c.room(), o.room());
+        assert_eq!(c.uuid(), o.uuid());
+        assert_eq!(c.idempotency_key(), Some(&b"key"[..]));
+        assert!(c.pm_users().eq(o.pm_users()));
     }
 }

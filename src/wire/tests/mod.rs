@@ -95,6 +95,7 @@ fn every_request() -> Vec<Request<'static>> {
             after_id: 0,
             before_id: 100,
             limit: limits::HISTORY_PAGE_MAX,
+            raw: false,
         },
         Request::History {
             channel: "news",
@@ -103,10 +104,29 @@ fn every_request() -> Vec<Request<'static>> {
             after_id: 5,
             before_id: 0,
             limit: 0,
+            raw: true,
         },
         Request::Fetch {
             channel: "news",
             id: 12,
+            raw: false,
+        },
+        Request::Fetch {
+            channel: "news",
+            id: 13,
+            raw: true,
+        },
+        Request::Amend {
+            channel: "news",
+            ack: AckMode::Durable,
+            target: AmendTarget::Id(12),
+            edit: Some((1, b"{}")),
+        },
+        Request::Amend {
+            channel: "news",
+            ack: AckMode::Append,
+            target: AmendTarget::Uuid([3; 16]),
+            edit: None,
         },
         Request::ChannelCreate {
             json: br#"{"name":"news"}"#,
@@ -150,6 +170,7 @@ fn every_response(records: &'static [u8]) -> Vec<(u32, Response<'static>)> {
                 count: 3,
                 first_id: 10,
                 duplicates: vec![(1, 4)],
+                uuids: vec![],
             },
         ),
         (
@@ -158,6 +179,7 @@ fn every_response(records: &'static [u8]) -> Vec<(u32, Response<'static>)> {
                 count: 1,
                 first_id: 0,
                 duplicates: vec![(0, 4)],
+                uuids: vec![[9; 16]],
             },
         ),
         (

@@ -306,8 +306,11 @@ fn opcodes_and_error_codes_are_unique_and_invertible() {
 #[test]
 fn version_negotiation_picks_the_only_version_or_none() {
     assert_eq!(negotiate_version(1, 1), Some(1));
-    assert_eq!(negotiate_version(0, 9), Some(1));
-    assert_eq!(negotiate_version(2, 9), None);
+    assert_eq!(negotiate_version(0, 9), Some(2));
+    assert_eq!(negotiate_version(1, 2), Some(2));
+    assert_eq!(negotiate_version(2, 9), Some(2));
+    assert_eq!(negotiate_version(3, 9), None);
+    assert_eq!(negotiate_version(0, 0), None);
 }
 
 /// Decodes the first frame of `buf` as a sans-IO caller would.
@@ -426,8 +429,8 @@ proptest! {
         let start = start_from_parts(kind, value).unwrap();
         let reqs = [
             Request::Subscribe { sub_id, channel: &channel, room: &room, start, committed: newest_first },
-            Request::History { channel: &channel, room: &room, newest_first, after_id, before_id, limit },
-            Request::Fetch { channel: &channel, id: value },
+            Request::History { channel: &channel, room: &room, newest_first, after_id, before_id, limit, raw: newest_first },
+            Request::Fetch { channel: &channel, id: value, raw: !newest_first },
         ];
         for req in reqs {
             let frame = req_frame(id, &req);
@@ -471,7 +474,8 @@ proptest! {
         let duplicates: Vec<(u32, u64)> = dups.into_iter().filter(|(i, _)| *i < count).collect();
         let code = ErrorCode::ALL[code_index];
         let resps = [
-            Response::PublishAck { count, first_id, duplicates },
+            Response::PublishAck { count, first_id, duplicates: duplicates.clone(), uuids: vec![] },
+            Response::PublishAck { count, first_id, duplicates, uuids: vec![[7; 16]; count as usize] },
             Response::Error { code, message: &message },
             Response::SubscriptionClosed { sub_id: id, code, message: &message },
         ];
