@@ -100,6 +100,11 @@ pub const CONNECTION_READ_BUFFER_MAX: usize = FRAME_LEN_MAX as usize + 4;
 pub const CONNECTION_WRITE_BUFFER_HIGH: usize = 256 * 1024;
 /// Bytes one subscription may copy from the log per io wake-up.
 pub const DELIVERY_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// Live-only records a channel keeps for io threads that have not looked at
+/// them yet (older ones are dropped: their subscribers were not live).
+pub const LIVE_RING_RECORDS_MAX: usize = 4096;
+/// Bytes of live-only records a channel keeps (as `LIVE_RING_RECORDS_MAX`).
+pub const LIVE_RING_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Frames handled per connection per readable event before yielding to others.
 pub const FRAMES_PER_WAKE_MAX: usize = 256;
 /// Entries in the append queue between io threads and the log writer.

@@ -58,6 +58,10 @@ pub(crate) struct PubArgs {
     /// one. A uuid a retained message has makes the publish a duplicate.
     #[arg(long, value_parser = parse_uuid_arg)]
     uuid: Option<[u8; 16]>,
+    /// Live-only: delivered to the subscribers following the channel now,
+    /// never stored (no id, not in history, not replayed).
+    #[arg(long, conflicts_with = "idempotency_key")]
+    no_history: bool,
 }
 
 fn parse_uuid_arg(s: &str) -> Result<[u8; 16], String> {
@@ -123,6 +127,24 @@ pub(crate) fn print_message(out: &mut impl Write, m: &Message, json: bool) -> Re
             m.created_at(),
             m.payload_text()
         )?;
+    }
+    Ok(())
+}
+
+/// Prints a live-only message: like [`print_message`], marked `live` (it has
+/// no id: `"live": true` and `"id": 0` in JSON, `#live` in text).
+pub(crate) fn print_live(out: &mut impl Write, m: &Message, json: bool) -> Result<(), Failure> {
+    if json {
+        let mut v = m.to_json();
+        v["live"] = json!(true);
+        writeln!(out, "{v}")?;
+    } else {
+        let room = m
+            .room
+            .as_deref()
+            .map(|r| format!(" [{r}]"))
+            .unwrap_or_default();
+        writeln!(out, "#live {}{room} {}", m.created_at(), m.payload_text())?;
     }
     Ok(())
 }
@@ -204,6 +226,7 @@ pub(crate) fn outgoing<'a>(
     m.fields.room = a.room.as_deref();
     m.fields.idempotency_key = a.idempotency_key.as_deref().map(str::as_bytes);
     m.fields.uuid = a.uuid;
+    m.fields.live = a.no_history;
     m
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use crate::message_cli::print_message;
+use crate::message_cli::{print_live, print_message};
 use crate::{connect, ConnArgs, Failure};
 use tidewire::client::{parse_start, Client, ClientError, Event};
 use tidewire::wire::{ErrorCode, Start};
@@ -140,6 +140,7 @@ fn follow_on(
                     return Ok(Ended::Done);
                 }
             }
+            Event::Live { message, .. } => print_live(&mut out, &message, a.conn.json)?,
             Event::Gap {
                 sub_id,
                 wanted_id,

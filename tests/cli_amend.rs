@@ -1,5 +1,5 @@
-//! `tidewire pub --uuid`, `edit`, `delete`, `history --raw` and
-//! `fetch --raw` against a real server.
+//! `tidewire pub --uuid`, `pub --no-history`, `edit`, `delete`,
+//! `history --raw` and `fetch --raw` against a real server.
 
 mod common;
 
@@ -71,6 +71,11 @@ fn edit_and_delete_from_the_command_line() {
     let raw = run(a, &["history", "notes", "--oldest-first", "--raw"]).unwrap();
     let actions: Vec<&str> = raw.iter().map(|m| m["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["custom", "custom", "edit", "remove"]);
+    // Live-only: acknowledged without an id, never in history.
+    let l = run(a, &["pub", "notes", "typing", "--no-history"]).unwrap();
+    assert_eq!(l[0]["id"], 0);
+    assert_eq!(l[0]["uuid"].as_str().map(str::len), Some(36));
+    assert_eq!(run(a, &["history", "notes", "--raw"]).unwrap().len(), 4);
     assert!(run(a, &["fetch", "notes", "2"]).is_err());
     assert_eq!(
         run(a, &["fetch", "notes", "2", "--raw"]).unwrap()[0]["payload"],

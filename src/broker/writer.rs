@@ -484,8 +484,10 @@ impl Writer {
         let mut freed = 0usize;
         for p in self.pending.drain(..) {
             freed += p.req.data.len();
+            // Live-only messages (duplicates of id 0) store nothing to wait for.
+            let stores = p.first_id != 0 || p.duplicates.iter().any(|d| d.1 != 0);
             let durable_wait =
-                self.durability == Durability::Batch && p.req.ack == AckMode::Durable;
+                self.durability == Durability::Batch && p.req.ack == AckMode::Durable && stores;
             let (channel, c) = completion(p);
             match c {
                 c @ Completion::Published { .. } if durable_wait => {
@@ -624,6 +626,14 @@ fn append_all(log: &mut ChannelLog, p: &mut Pending, now_us: u64) -> Result<(), 
             .split_at_checked(len)
             .ok_or(StorageError::Invalid("short publish data"))?;
         rest = tail;
+        if record::body_is_live(body) {
+            let uuid = push_live(log, p.req.author, body, now_us)?;
+            // No id: listed like a duplicate of id 0, which the
+            // acknowledgement leaves out.
+            p.duplicates.push((index, 0));
+            p.uuids.push((index, uuid));
+            continue;
+        }
         let out = log.append_at(p.req.author, body, now_us)?;
         p.max_id = p.max_id.max(out.id());
         if let Some(u) = record::body_uuid(body) {
@@ -668,4 +678,28 @@ fn amend_error(e: AmendError) -> (ErrorCode, String) {
             (w.code, w.message)
         }
     }
+}
+
+/// Hands a live-only message to the log's live subscribers (never stored):
+/// a record with id 0 and a uuid (the publisher's, or a random one).
+fn push_live(
+    log: &mut ChannelLog,
+    author: Author,
+    body: &[u8],
+    now_us: u64,
+) -> Result<[u8; 16], StorageError> {
+    let (uuid, with_uuid) = match record::body_uuid(body) {
+        Some(u) => (u, None),
+        None => {
+            let u = record::random_uuid().map_err(|e| {
+                StorageError::Io(std::io::Error::other(format!("no randomness: {e}")))
+            })?;
+            (u, Some(record::body_with_uuid(body, u)))
+        }
+    };
+    let body = with_uuid.as_deref().unwrap_or(body);
+    let mut rec = Vec::with_capacity(record::record_len(author, body.len()));
+    record::append_record(&mut rec, 0, now_us, author, body);
+    log.push_live(rec.into_boxed_slice());
+    Ok(uuid)
 }

@@ -479,6 +479,11 @@ impl Client {
                     pos: 0,
                 });
             }
+            Response::Live { sub_id, record } => {
+                let message = Message::from_record(record)?;
+                self.pushes
+                    .push_back(Push::Event(Event::Live { sub_id, message }));
+            }
             Response::Gap {
                 sub_id,
                 wanted_id,

@@ -79,6 +79,7 @@ pub struct PublishAckInfo {
 impl PublishAckInfo {
     /// The id of every message of the request, in request order: duplicates
     /// get their original id, the others `first_id`, `first_id + 1`, ...
+    /// (live-only messages, which get no id: 0)
     pub fn ids(&self) -> Vec<u64> {
         let mut dups = self.duplicates.clone();
         dups.sort_unstable_by_key(|d| d.0);
@@ -88,6 +89,7 @@ impl PublishAckInfo {
         for index in 0..self.count {
             match dups.next_if(|d| d.0 == index) {
                 Some((_, original)) => out.push(original),
+                None if self.first_id == 0 => out.push(0),
                 None => {
                     out.push(next);
                     next = next.saturating_add(1);
@@ -123,6 +125,14 @@ pub enum Event {
         /// The subscription.
         sub_id: u32,
         /// The message.
+        message: Message,
+    },
+    /// A live-only message (never stored, id 0, not resumable): sent to
+    /// the subscription because it was live when the message was published.
+    Live {
+        /// The subscription.
+        sub_id: u32,
+        /// The message (its `id` is 0).
         message: Message,
     },
     /// The subscription's next id left retention; delivery continues at `oldest_id`.
@@ -163,6 +173,7 @@ impl Event {
     pub fn sub_id(&self) -> u32 {
         match self {
             Event::Message { sub_id, .. }
+            | Event::Live { sub_id, .. }
             | Event::Gap { sub_id, .. }
             | Event::Truncated { sub_id, .. }
             | Event::Closed { sub_id, .. } => *sub_id,
@@ -175,6 +186,13 @@ impl Event {
 pub enum RawNext {
     /// This many records were passed to the callback (one `Deliver` push).
     Records(u32),
+    /// A live-only message (see [`Event::Live`]); not passed to the callback.
+    Live {
+        /// The subscription.
+        sub_id: u32,
+        /// The message.
+        message: Message,
+    },
     /// A subscription's next id left retention; delivery continues at `oldest_id`.
     Gap {
         /// The subscription.
@@ -212,6 +230,7 @@ impl RawNext {
     pub(super) fn from_event(event: Event) -> Option<RawNext> {
         match event {
             Event::Message { .. } => None,
+            Event::Live { sub_id, message } => Some(RawNext::Live { sub_id, message }),
             Event::Gap {
                 sub_id,
                 wanted_id,

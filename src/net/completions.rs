@@ -124,6 +124,9 @@ impl IoThread {
                     } else {
                         Vec::new()
                     };
+                    // Live-only messages (no id) are not duplicates.
+                    let mut duplicates = duplicates;
+                    duplicates.retain(|d| d.1 != 0);
                     wire::encode_response(
                         &mut conn.wbuf,
                         a.request_id,

@@ -53,6 +53,8 @@ pub struct Sub {
     pub cursor: Cursor,
     /// Deliver only committed records (stored under the durability policy).
     pub committed: bool,
+    /// The sequence number of the next live-only record it may get.
+    pub live_seq: u64,
 }
 
 /// A publish frame of a binary connection waiting for its answer; answers

@@ -2,7 +2,8 @@
 //! subscribers' write buffers, gap notices, and ending subscriptions when a
 //! channel is deleted or access is revoked.
 
-use super::{conn, IoThread};
+use super::conn::{self, Conn, Sub};
+use super::IoThread;
 use crate::limits;
 use crate::storage::Chunk;
 use crate::wire::{self, ErrorCode, Response};
@@ -20,11 +21,13 @@ impl IoThread {
             }
             let head = cs.reader.head_id();
             let committed = cs.reader.committed_id();
-            if head == cs.last_head && committed == cs.last_committed {
+            let live = cs.reader.live_next_seq();
+            if head == cs.last_head && committed == cs.last_committed && live == cs.last_live {
                 continue;
             }
             cs.last_head = head;
             cs.last_committed = committed;
+            cs.last_live = live;
             for &(index, generation, sub_id) in &cs.members {
                 if self
                     .conns
@@ -165,52 +168,101 @@ impl IoThread {
     }
 
     /// Copies records from one subscription's cursor into its connection's
-    /// write buffer until it is up to date or the buffer is full.
+    /// write buffer until it is up to date or the buffer is full, with the
+    /// live-only records published meanwhile in their places.
+    ///
+    /// A live-only record published after record N goes to the
+    /// subscription if it is *live* then: it has been handed every record up
+    /// to N it can see (up to N committed, for a committed subscription) and
+    /// its buffer has room. Otherwise it lags, and never gets that record.
     pub(super) fn pump(&mut self, index: usize, sub_id: u32) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        let Some(sub) = conn.subs.get_mut(&sub_id) else {
+        let Conn {
+            wbuf,
+            wpos,
+            subs,
+            deliveries_blocked,
+            ..
+        } = conn;
+        let Some(sub) = subs.get_mut(&sub_id) else {
             return;
         };
-        loop {
-            if conn.wbuf.len() - conn.wpos >= limits::CONNECTION_WRITE_BUFFER_HIGH {
-                conn.deliveries_blocked = true;
-                return;
-            }
-            let limit_id = if sub.committed {
-                sub.channel.reader().committed_id()
-            } else {
-                u64::MAX
-            };
-            let start = wire::begin_deliver(&mut conn.wbuf, sub_id);
-            let wbuf = &mut conn.wbuf;
-            let chunk =
-                sub.cursor
-                    .read_upto(limits::DELIVERY_CHUNK_BYTES_MAX, limit_id, &mut |run| {
-                        wbuf.extend_from_slice(run)
-                    });
-            match chunk {
-                Chunk::Records { records, .. } => wire::end_deliver(&mut conn.wbuf, start, records),
-                Chunk::UpToDate => {
-                    conn.wbuf.truncate(start);
-                    return;
+        let reader = sub.channel.reader().clone();
+        if reader.live_next_seq() > sub.live_seq {
+            let head = reader.head_id();
+            for e in reader.live_from(sub.live_seq) {
+                if e.after_id > head {
+                    break; // its place is not published yet
                 }
-                Chunk::Gap {
-                    wanted_id,
-                    oldest_id,
-                } => {
-                    conn.wbuf.truncate(start);
+                let committed = !sub.committed || reader.committed_id() >= e.after_id;
+                let caught_up = deliver_upto(wbuf, *wpos, sub, sub_id, e.after_id);
+                if caught_up && committed && sub.cursor.matches(&e.record) {
                     wire::encode_response(
-                        &mut conn.wbuf,
+                        wbuf,
                         0,
-                        &Response::Gap {
+                        &Response::Live {
                             sub_id,
-                            wanted_id,
-                            oldest_id,
+                            record: &e.record,
                         },
                     );
                 }
+                sub.live_seq = e.seq + 1;
+            }
+        }
+        if !deliver_upto(wbuf, *wpos, sub, sub_id, u64::MAX) {
+            *deliveries_blocked = true;
+        }
+    }
+}
+
+/// Copies records with ids up to `limit_id` (and, for a committed
+/// subscription, up to the committed head) from `sub`'s cursor into `wbuf`
+/// (gap notices included). True when the subscription is up to date there;
+/// false when the buffer filled first.
+fn deliver_upto(
+    wbuf: &mut Vec<u8>,
+    wpos: usize,
+    sub: &mut Sub,
+    sub_id: u32,
+    limit_id: u64,
+) -> bool {
+    loop {
+        if wbuf.len() - wpos >= limits::CONNECTION_WRITE_BUFFER_HIGH {
+            return false;
+        }
+        let limit_id = if sub.committed {
+            sub.channel.reader().committed_id().min(limit_id)
+        } else {
+            limit_id
+        };
+        let start = wire::begin_deliver(wbuf, sub_id);
+        let chunk = sub
+            .cursor
+            .read_upto(limits::DELIVERY_CHUNK_BYTES_MAX, limit_id, &mut |run| {
+                wbuf.extend_from_slice(run)
+            });
+        match chunk {
+            Chunk::Records { records, .. } => wire::end_deliver(wbuf, start, records),
+            Chunk::UpToDate => {
+                wbuf.truncate(start);
+                return true;
+            }
+            Chunk::Gap {
+                wanted_id,
+                oldest_id,
+            } => {
+                wbuf.truncate(start);
+                wire::encode_response(
+                    wbuf,
+                    0,
+                    &Response::Gap {
+                        sub_id,
+                        wanted_id,
+                        oldest_id,
+                    },
+                );
             }
         }
     }

@@ -625,12 +625,15 @@ impl IoThread {
             .not_before(not_before);
         let next_id = cursor.next_id();
         let generation = conn.generation;
+        // Live-only messages published from now on.
+        let live_seq = reader.live_next_seq();
         conn.subs.insert(
             sub_id,
             Sub {
                 channel: ch.clone(),
                 cursor,
                 committed,
+                live_seq,
             },
         );
         wire::encode_response(
@@ -662,6 +665,7 @@ impl IoThread {
                 reader,
                 last_head: head_id,
                 last_committed: committed_id,
+                last_live: live_seq,
                 members: Vec::new(),
             })
             .members
@@ -674,6 +678,15 @@ impl IoThread {
 /// Checks (and normalises in place) the message bodies of one publish frame:
 /// each body, its payload against its content type, its room.
 fn check_bodies(ch: &Channel, data: &mut [u8], ranges: &[(usize, usize)]) -> Result<(), WireError> {
+    let live = ranges
+        .iter()
+        .filter(|&&(s, e)| record::body_is_live(&data[s..e]))
+        .count();
+    if live > 0 && live < ranges.len() {
+        return Err(bad(
+            "a Publish holds live-only messages only, or none (send the others in a frame of their own)",
+        ));
+    }
     for (i, &(s, e)) in ranges.iter().enumerate() {
         let body = &mut data[s..e];
         let info = record::check_body(body).map_err(|e| match e {

@@ -44,6 +44,8 @@ struct ChannelSubs {
     reader: LogReader,
     last_head: u64,
     last_committed: u64,
+    /// The channel's next live-only sequence number when last pumped.
+    last_live: u64,
     /// (slab index, generation, subscription id).
     members: Vec<(usize, u64, u32)>,
 }

@@ -47,7 +47,8 @@ pub use error::StorageError;
 pub use io::{FaultPlan, Faults, FileKind, OpKind};
 pub use log::{
     AmendError, AmendTarget, Amended, Amendment, AppendOutcome, ChannelLog, Chunk, Cursor,
-    Durability, LogConfig, LogReader, OpenReport, Order, Position, SyncJob, Synced, View,
+    Durability, LiveRecord, LogConfig, LogReader, OpenReport, Order, Position, SyncJob, Synced,
+    View,
 };
 pub use record::{Action, Author, ContentType, RecordView};
 pub use sidecar::Hole;

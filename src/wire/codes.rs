@@ -18,7 +18,11 @@ impl Opcode {
     pub fn is_push(self) -> bool {
         matches!(
             self,
-            Opcode::Deliver | Opcode::Gap | Opcode::SubscriptionClosed | Opcode::Truncated
+            Opcode::Deliver
+                | Opcode::Gap
+                | Opcode::SubscriptionClosed
+                | Opcode::Truncated
+                | Opcode::Live
         )
     }
 
@@ -56,6 +60,7 @@ impl Opcode {
         Opcode::Gap,
         Opcode::SubscriptionClosed,
         Opcode::Truncated,
+        Opcode::Live,
         Opcode::Error,
     ];
 }

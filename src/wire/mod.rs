@@ -114,6 +114,8 @@ pub enum Opcode {
     SubscriptionClosed = 0xE2,
     /// Server push: a crash took back the position a subscription resumed after.
     Truncated = 0xE3,
+    /// Server push: a live-only message (never stored) for a subscription.
+    Live = 0xE4,
     /// Server: a request failed (request_id echoed), or the connection is
     /// about to be closed (request_id 0).
     Error = 0xFF,
@@ -508,6 +510,13 @@ pub enum Response<'a> {
         kept_id: u64,
         /// Where delivery continues.
         next_id: u64,
+    },
+    /// A live-only message for a subscription: one record with id 0.
+    Live {
+        /// The subscription.
+        sub_id: u32,
+        /// The record (on-disk format, id 0).
+        record: &'a [u8],
     },
     /// The server ended a subscription.
     SubscriptionClosed {

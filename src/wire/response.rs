@@ -109,6 +109,10 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u32, response: &Response<'
             put_u64(out, *kept_id);
             put_u64(out, *next_id);
         }
+        Response::Live { sub_id, record } => {
+            put_u32(out, *sub_id);
+            out.extend_from_slice(record);
+        }
         Response::SubscriptionClosed {
             sub_id,
             code,
@@ -143,6 +147,7 @@ fn response_opcode(response: &Response<'_>) -> Opcode {
         Response::Deliver { .. } => Opcode::Deliver,
         Response::Gap { .. } => Opcode::Gap,
         Response::Truncated { .. } => Opcode::Truncated,
+        Response::Live { .. } => Opcode::Live,
         Response::SubscriptionClosed { .. } => Opcode::SubscriptionClosed,
         Response::Error { .. } => Opcode::Error,
     }
@@ -275,6 +280,15 @@ pub fn decode_response<'a>(
                 kept_id,
                 next_id,
             }
+        }
+        Opcode::Live => {
+            let sub_id = r.u32("sub_id")?;
+            let record = r.rest();
+            check_records(record, 1, "live record")?;
+            if record.get(8..16) != Some(&[0u8; 8][..]) {
+                return Err(bad("a live-only record has id 0".into()));
+            }
+            Response::Live { sub_id, record }
         }
         Opcode::SubscriptionClosed => Response::SubscriptionClosed {
             sub_id: r.u32("sub_id")?,

@@ -19,7 +19,7 @@ import zlib
 
 OP_HELLO, OP_AUTH, OP_PING = 0x01, 0x02, 0x03
 OP_PUBLISH, OP_SUBSCRIBE, OP_HISTORY, OP_FETCH = 0x10, 0x20, 0x30, 0x31
-OP_EDIT, OP_DELETE, OP_MESSAGE = 0x11, 0x12, 0xB1
+OP_EDIT, OP_DELETE, OP_MESSAGE, OP_LIVE = 0x11, 0x12, 0xB1, 0xE4
 OP_CHANNEL_CREATE, OP_CHANNEL_GET, OP_CHANNEL_UPDATE, OP_ADMIN = 0x40, 0x41, 0x43, 0x50
 OP_HELLO_OK, OP_AUTH_OK, OP_PONG = 0x81, 0x82, 0x83
 OP_PUBLISH_ACK, OP_SUBSCRIBED, OP_HISTORY_PAGE = 0x90, 0xA0, 0xB0
@@ -317,6 +317,22 @@ def lifecycle_rules(addr, key):
     assert op == OP_ERROR and err["code"] == E_MESSAGE_NOT_FOUND, err
     op, body = c.reply(c.send(OP_FETCH, s16("edits") + struct.pack("<QB", first + 1, 1)))
     assert op == OP_MESSAGE and records(body, 1)[0]["payload"] == b"b", body
+    # A live-only message (flag bit 10): a Live push with id 0 for a live
+    # subscription, first_id 0 in the PublishAck, nothing stored.
+    sub = struct.pack("<I", 5) + s16("edits") + s16("") + struct.pack("<BQ", 0, 0)
+    op, body = c.reply(c.send(OP_SUBSCRIBE, sub))
+    assert op == OP_SUBSCRIBED, body
+    lbody = struct.pack("<BBH", 0, 2, 1 << 10) + b"typing"
+    op, body = c.reply(c.send(OP_PUBLISH, s16("edits") + struct.pack("<BII", 1, 1, len(lbody)) + lbody))
+    assert op == OP_PUBLISH_ACK and struct.unpack("<IQI", body[:16]) == (1, 0, 0) and len(body) == 32, body
+    while not c.pushes:
+        c.pushes.append(c.read_frame()[::2])
+    opcode, body = c.pushes.pop(0)
+    assert opcode == OP_LIVE and struct.unpack("<I", body[:4])[0] == 5, (opcode, body)
+    rec = records(body[4:], 1)[0]
+    assert (rec["id"], rec["payload"]) == (0, b"typing") and rec["uuid"] is not None, rec
+    op, body = c.reply(c.send(OP_HISTORY, hist + b"\x01"))
+    assert struct.unpack("<I", body[:4])[0] == 4, "nothing stored"
     print("lifecycle rules ok")
 
 
@@ -371,7 +387,7 @@ def records(buf, count):
             (ref_id,), off = struct.unpack("<Q", rec[off : off + 8]), off + 8
         if flags & (1 << 9):  # idempotency key
             off += 1 + rec[off]
-        assert flags >> 10 == 0, "bits 10 to 15 are 0"
+        assert flags >> 11 == 0, "bits 11 to 15 are 0"
         out.append(
             {"id": rid, "room": room, "action": action, "uuid": uuid, "ref_id": ref_id, "payload": rec[off:]}
         )

@@ -35,7 +35,9 @@ use crate::storage::sidecar::{Hole, IndexEntry};
 use crate::storage::StorageError;
 
 mod amend;
+mod cursor;
 mod keys;
+mod live;
 mod open;
 mod read;
 mod sync;
@@ -43,6 +45,7 @@ mod write;
 
 pub use amend::{AmendError, AmendTarget, Amended};
 pub use keys::Amendment;
+pub use live::LiveRecord;
 pub use read::{Chunk, Cursor, LogReader, Position, View};
 pub use sync::{SyncJob, Synced};
 
@@ -164,6 +167,9 @@ struct Shared {
     /// Edits and removals of retained messages, for the current view
     /// (updated by the writer when the amending records are written).
     amendments: RwLock<keys::Amendments>,
+    /// Recent live-only records, and the sequence number of the next one.
+    live: Mutex<live::LiveRing>,
+    live_seq: AtomicU64,
 }
 
 impl Shared {

@@ -755,6 +755,8 @@ pub(super) fn open(
         poisoned: AtomicBool::new(false),
         poison_why: Mutex::new(None),
         amendments: RwLock::new(keys.amendments),
+        live: Mutex::default(),
+        live_seq: AtomicU64::new(0),
     });
     report.next_id = next_id;
     let head = next_id - 1;

@@ -1,6 +1,6 @@
-//! Readers: looking records up by id and time, history pages, room indexes
-//! and subscriber cursors, all straight from the mapped segments below the
-//! published head.
+//! Readers: looking records up by id and time, history pages in the raw and
+//! current views, and room indexes, all straight from the mapped segments
+//! below the published head (subscriber cursors: `cursor.rs`).
 //!
 //! Damage found when reading (a record whose CRC, length or fields are
 //! wrong in a part of a segment this process did not verify) is logged once
@@ -12,16 +12,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+pub use super::cursor::{Chunk, Cursor};
 use super::{Order, Shared};
 use crate::storage::record::{self, RecordView, RECORD_HEADER_LEN};
 use crate::storage::segment::{RoomIndex, Segment, HEADER_LEN};
 use crate::storage::sidecar::{self, Hole, IndexEntry};
 
-fn lock_rooms(seg: &Segment) -> std::sync::MutexGuard<'_, RoomIndex> {
+pub(super) fn lock_rooms(seg: &Segment) -> std::sync::MutexGuard<'_, RoomIndex> {
     seg.rooms.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn read_index(seg: &Segment) -> std::sync::RwLockReadGuard<'_, Vec<IndexEntry>> {
+pub(super) fn read_index(seg: &Segment) -> std::sync::RwLockReadGuard<'_, Vec<IndexEntry>> {
     seg.index.read().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -35,12 +36,12 @@ pub(super) fn rec_id(raw: &[u8]) -> u64 {
     rec_u64(raw, 8)
 }
 
-fn rec_created_at(raw: &[u8]) -> u64 {
+pub(super) fn rec_created_at(raw: &[u8]) -> u64 {
     rec_u64(raw, 16)
 }
 
 /// What sits at a position of a segment.
-enum At<'a> {
+pub(super) enum At<'a> {
     /// A whole, valid record.
     Record(&'a [u8]),
     /// The end of the committed records.
@@ -51,7 +52,7 @@ enum At<'a> {
 
 /// The record at `pos` (below `committed`), CRC-checked when this process
 /// has not verified that part of the segment.
-fn record_at(seg: &Segment, pos: u64, committed: u64) -> At<'_> {
+pub(super) fn record_at(seg: &Segment, pos: u64, committed: u64) -> At<'_> {
     if pos >= committed {
         return At::End;
     }
@@ -79,7 +80,7 @@ fn record_at(seg: &Segment, pos: u64, committed: u64) -> At<'_> {
 /// Where reading continues after damage at `pos`: the first index point past
 /// it that names a valid record, as (position, id). Logs the damage the
 /// first time it is seen in the segment.
-fn skip_damage(seg: &Segment, pos: u64) -> Option<(u64, u64)> {
+pub(super) fn skip_damage(seg: &Segment, pos: u64) -> Option<(u64, u64)> {
     if seg.first_report_of_damage(pos) {
         tracing::error!(segment = %seg.path.display(), pos, "damaged record in a segment: not served; readers skip to the next valid record and report a gap");
     }
@@ -111,20 +112,20 @@ fn next_record(seg: &Segment, mut pos: u64, committed: u64) -> Option<(u64, &[u8
 
 /// Position of the first record with id >= `id` in `seg` (or the end of its
 /// committed records): the nearest index point, then at most one interval.
-fn seek_id(seg: &Segment, id: u64) -> u64 {
+pub(super) fn seek_id(seg: &Segment, id: u64) -> u64 {
     let start = nearest_point(seg, |e| e.id <= id);
     walk_until(seg, start, |raw| rec_id(raw) >= id)
 }
 
 /// Position of the first record created at or after `time_us` in `seg`.
-fn seek_time(seg: &Segment, time_us: u64) -> u64 {
+pub(super) fn seek_time(seg: &Segment, time_us: u64) -> u64 {
     let start = nearest_point(seg, |e| e.created_at_us < time_us);
     walk_until(seg, start, |raw| rec_created_at(raw) >= time_us)
 }
 
 /// The position of the last committed index point for which `before` holds
 /// (points are ordered), or the segment's first record.
-fn nearest_point(seg: &Segment, before: impl Fn(&IndexEntry) -> bool) -> u64 {
+pub(super) fn nearest_point(seg: &Segment, before: impl Fn(&IndexEntry) -> bool) -> u64 {
     let committed = seg.committed_len();
     let idx = read_index(seg);
     let i = idx.partition_point(before);
@@ -137,7 +138,7 @@ fn nearest_point(seg: &Segment, before: impl Fn(&IndexEntry) -> bool) -> u64 {
 
 /// The position of the first record from `pos` on for which `stop` holds,
 /// or the end of the readable records.
-fn walk_until(seg: &Segment, mut pos: u64, stop: impl Fn(&[u8]) -> bool) -> u64 {
+pub(super) fn walk_until(seg: &Segment, mut pos: u64, stop: impl Fn(&[u8]) -> bool) -> u64 {
     let committed = seg.committed_len();
     while let Some((at, raw)) = next_record(seg, pos, committed) {
         if stop(raw) {
@@ -150,7 +151,7 @@ fn walk_until(seg: &Segment, mut pos: u64, stop: impl Fn(&[u8]) -> bool) -> u64 
 
 /// Loads a sealed segment's `.rooms` sidecar if it is complete (sealed at
 /// exactly the segment's end).
-fn load_rooms_sidecar(seg: &Segment, ri: &mut RoomIndex) -> bool {
+pub(super) fn load_rooms_sidecar(seg: &Segment, ri: &mut RoomIndex) -> bool {
     let Ok(buf) = std::fs::read(seg.path.with_extension("rooms")) else {
         return false;
     };
@@ -170,7 +171,7 @@ fn load_rooms_sidecar(seg: &Segment, ri: &mut RoomIndex) -> bool {
 /// to which the segment's room index covers the records. Readers only scan
 /// segments whose index is neither writer-maintained nor loaded from a
 /// sealed sidecar.
-fn room_entries(seg: &Segment, room: &[u8], lo: u64, hi: u64) -> (Vec<(u64, u64)>, u64) {
+pub(super) fn room_entries(seg: &Segment, room: &[u8], lo: u64, hi: u64) -> (Vec<(u64, u64)>, u64) {
     // Loaded before the lookup: every room record below it was added to the
     // index (under the lock) before it was published.
     let committed = seg.committed_len();
@@ -213,7 +214,7 @@ impl Shared {
             .saturating_sub(self.retention_us.load(Ordering::Relaxed))
     }
 
-    fn segments(&self) -> Vec<Arc<Segment>> {
+    pub(super) fn segments(&self) -> Vec<Arc<Segment>> {
         self.segments
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -221,18 +222,18 @@ impl Shared {
     }
 
     /// The segment that holds `id` (or the oldest one when `id` is older).
-    fn segment_for(&self, id: u64) -> Arc<Segment> {
+    pub(super) fn segment_for(&self, id: u64) -> Arc<Segment> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let i = segs.partition_point(|s| s.first_id <= id);
         segs[i.saturating_sub(1)].clone()
     }
 
-    fn next_segment(&self, first_id: u64) -> Option<Arc<Segment>> {
+    pub(super) fn next_segment(&self, first_id: u64) -> Option<Arc<Segment>> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         segs.iter().find(|s| s.first_id > first_id).cloned()
     }
 
-    fn head_id(&self) -> u64 {
+    pub(super) fn head_id(&self) -> u64 {
         self.head_id.load(Ordering::Acquire)
     }
 
@@ -306,7 +307,7 @@ pub enum Position {
 /// A cheap, cloneable, `Send + Sync` read handle on one channel's log.
 #[derive(Debug, Clone)]
 pub struct LogReader {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl LogReader {
@@ -635,282 +636,6 @@ impl LogReader {
                 }
             }
         }
-    }
-
-    /// A cursor whose first record is the first with id > `after_id` (in
-    /// `room` when given). Inside ids a crash took back, it starts where the
-    /// log continued.
-    pub fn cursor(&self, after_id: u64, room: Option<&[u8]>) -> Cursor {
-        let mut target = after_id.saturating_add(1);
-        if let Position::TakenBack(h) = self.position(after_id) {
-            target = h.next_id;
-        }
-        let seg = self.shared.segment_for(target);
-        let pos = seek_id(&seg, target);
-        let mut cursor = Cursor {
-            shared: self.shared.clone(),
-            seg,
-            pos,
-            next_id: target,
-            room: room.map(Box::from),
-            viewer: None,
-            not_before_us: 0,
-        };
-        if let Some(room) = room {
-            cursor.jump_to_room(room);
-        }
-        cursor
-    }
-}
-
-/// What one [`Cursor::read`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunk {
-    /// `records` whole records (`bytes` in all) were handed to the callback.
-    Records {
-        /// Number of records.
-        records: u32,
-        /// Bytes handed over.
-        bytes: usize,
-    },
-    /// Nothing past the cursor is published yet.
-    UpToDate,
-    /// The cursor's next id cannot be delivered (it left retention, a crash
-    /// took it back, or its record is damaged); it now points at `oldest_id`.
-    Gap {
-        /// The id the cursor wanted.
-        wanted_id: u64,
-        /// The next id that can be delivered; the cursor continues there.
-        oldest_id: u64,
-    },
-}
-
-/// A subscriber's position in a log: reads forward from the mapping below the
-/// published head, holding the segment it is in so it cannot be deleted.
-#[derive(Debug)]
-pub struct Cursor {
-    shared: Arc<Shared>,
-    seg: Arc<Segment>,
-    pos: u64,
-    next_id: u64,
-    room: Option<Box<[u8]>>,
-    /// `Some(viewer)`: skip records targeted away from that viewer.
-    viewer: Option<Option<Box<[u8]>>>,
-    /// Records created before this time are skipped, µs.
-    not_before_us: u64,
-}
-
-impl Cursor {
-    /// This cursor, handing out only the records `viewer` may see
-    /// (`record::visible`; `None`: a caller without a user).
-    pub fn viewing_as(mut self, viewer: Option<&[u8]>) -> Cursor {
-        self.viewer = Some(viewer.map(Box::from));
-        self
-    }
-
-    /// This cursor, skipping records created before `time_us` (a
-    /// subscription that starts at a time no record has reached yet).
-    pub fn not_before(mut self, time_us: u64) -> Cursor {
-        self.not_before_us = time_us;
-        self
-    }
-
-    /// The id of the next record this cursor will hand out (room cursors:
-    /// a lower bound).
-    pub fn next_id(&self) -> u64 {
-        self.next_id
-    }
-
-    /// Moves a room cursor to its room's first record at or after `next_id`
-    /// using the room index, or past everything committed when there is none.
-    fn jump_to_room(&mut self, room: &[u8]) {
-        loop {
-            let (entries, covered) = room_entries(&self.seg, room, self.next_id, u64::MAX);
-            if let Some(&(_, pos)) = entries.first() {
-                self.pos = self.pos.max(pos);
-                return;
-            }
-            match self.shared.next_segment(self.seg.first_id) {
-                Some(next) => {
-                    self.seg = next;
-                    self.pos = HEADER_LEN;
-                }
-                None => {
-                    self.pos = self.pos.max(covered);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn reposition(&mut self, id: u64) {
-        self.seg = self.shared.segment_for(id);
-        self.pos = seek_id(&self.seg, id);
-        self.next_id = id;
-    }
-
-    /// Hands runs of whole, contiguous, published records (in id order,
-    /// filtered by room) to `f`, about `max_bytes` in all (at least one
-    /// record when any is available), and advances past them.
-    pub fn read(&mut self, max_bytes: usize, f: &mut dyn FnMut(&[u8])) -> Chunk {
-        self.read_upto(max_bytes, u64::MAX, f)
-    }
-
-    /// [`read`](Self::read) handing out only records with ids up to
-    /// `limit_id` (a subscription that sees only committed records passes
-    /// [`LogReader::committed_id`]).
-    pub fn read_upto(
-        &mut self,
-        max_bytes: usize,
-        limit_id: u64,
-        f: &mut dyn FnMut(&[u8]),
-    ) -> Chunk {
-        let cutoff = self.shared.cutoff_us();
-        let mut records = 0u32;
-        let mut bytes = 0usize;
-        loop {
-            let sealed = self.seg.is_sealed();
-            let committed = self.seg.committed_len();
-            let first = match record_at(&self.seg, self.pos, committed) {
-                At::Record(raw) => raw,
-                At::End => {
-                    if records == 0 && sealed {
-                        if let Some(next) = self.shared.next_segment(self.seg.first_id) {
-                            self.seg = next;
-                            self.pos = HEADER_LEN;
-                            continue;
-                        }
-                    }
-                    break;
-                }
-                At::Damaged => {
-                    if records > 0 {
-                        break;
-                    }
-                    let resume = match skip_damage(&self.seg, self.pos) {
-                        Some((pos, id)) => {
-                            self.pos = pos;
-                            id
-                        }
-                        None => match self.shared.next_segment(self.seg.first_id) {
-                            Some(next) if sealed => {
-                                let id = next.first_id;
-                                self.seg = next;
-                                self.pos = HEADER_LEN;
-                                id
-                            }
-                            _ => break,
-                        },
-                    };
-                    if resume > self.next_id {
-                        let wanted_id = self.next_id;
-                        self.next_id = resume;
-                        return Chunk::Gap {
-                            wanted_id,
-                            oldest_id: resume,
-                        };
-                    }
-                    continue;
-                }
-            };
-            let id = rec_id(first);
-            if id > limit_id {
-                break;
-            }
-            if id < self.next_id || rec_created_at(first) < self.not_before_us {
-                self.pos += first.len() as u64;
-                if id >= self.next_id {
-                    self.next_id = id + 1;
-                }
-                continue;
-            }
-            if records == 0 && rec_created_at(first) < cutoff {
-                let wanted_id = self.next_id;
-                let oldest_id = self.shared.first_id_at_or_after(cutoff);
-                self.reposition(oldest_id.max(wanted_id));
-                return Chunk::Gap {
-                    wanted_id,
-                    oldest_id: self.next_id,
-                };
-            }
-            if records == 0 && self.room.is_none() && id > self.next_id {
-                let wanted_id = self.next_id;
-                self.next_id = id;
-                return Chunk::Gap {
-                    wanted_id,
-                    oldest_id: id,
-                };
-            }
-            let before = self.pos;
-            let budget = max_bytes.saturating_sub(bytes);
-            let (n, b) = self.read_run(committed, budget, records == 0, limit_id, f);
-            records += n;
-            bytes += b;
-            if bytes >= max_bytes || self.pos == before {
-                break;
-            }
-        }
-        if records == 0 {
-            Chunk::UpToDate
-        } else {
-            Chunk::Records { records, bytes }
-        }
-    }
-
-    /// Hands the records from the cursor's position in its segment, up to
-    /// `budget` bytes (at least one record when `must_take_one`) and up to id
-    /// `limit_id`, as one run (unfiltered) or as runs of matching records.
-    fn read_run(
-        &mut self,
-        committed: u64,
-        budget: usize,
-        must_take_one: bool,
-        limit_id: u64,
-        f: &mut dyn FnMut(&[u8]),
-    ) -> (u32, usize) {
-        let seg = self.seg.clone();
-        let mut pos = self.pos;
-        let mut run_start = pos;
-        let mut records = 0u32;
-        let mut bytes = 0usize;
-        while let At::Record(raw) = record_at(&seg, pos, committed) {
-            let len = raw.len();
-            let taking_first = must_take_one && records == 0;
-            if (bytes + len > budget && !taking_first) || rec_id(raw) > limit_id {
-                break;
-            }
-            if !self.matches(raw) {
-                if run_start < pos {
-                    f(seg.committed_bytes(run_start, pos));
-                }
-                run_start = pos + len as u64;
-            } else {
-                records += 1;
-                bytes += len;
-            }
-            self.next_id = rec_id(raw) + 1;
-            pos += len as u64;
-        }
-        if run_start < pos {
-            f(seg.committed_bytes(run_start, pos));
-        }
-        self.pos = pos;
-        (records, bytes)
-    }
-
-    /// True when the record is in the cursor's room and visible to its viewer.
-    fn matches(&self, raw: &[u8]) -> bool {
-        let in_room = match &self.room {
-            None => true,
-            Some(room) => RecordView::parse_trusted(raw)
-                .map(|v| v.room() == Some(&room[..]))
-                .unwrap_or(false),
-        };
-        in_room
-            && match &self.viewer {
-                None => true,
-                Some(v) => record::visible(raw, v.as_deref()),
-            }
     }
 }
 

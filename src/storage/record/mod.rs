@@ -58,10 +58,13 @@ pub const FLAG_UUID: u16 = 1 << 7;
 pub const FLAG_REF_ID: u16 = 1 << 8;
 /// Flag bit: idempotency key (u8 length, bytes) follows.
 pub const FLAG_IDEMPOTENCY_KEY: u16 = 1 << 9;
+/// Flag bit: a live-only message, delivered to live subscribers and never
+/// stored (no field follows; a record with it has id 0).
+pub const FLAG_LIVE: u16 = 1 << 10;
 /// The author bits, which only the server sets.
 pub const FLAGS_AUTHOR: u16 = FLAG_AUTHOR_ADMIN | FLAG_AUTHOR_API_KEY | FLAG_AUTHOR_USER;
 /// Every defined bit; the others must be zero.
-pub const FLAGS_KNOWN: u16 = (1 << 10) - 1;
+pub const FLAGS_KNOWN: u16 = (1 << 11) - 1;
 
 /// What a message does (Syncano `action`, Channelstream edit/delete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -239,6 +242,8 @@ pub struct MessageFields<'a> {
     pub ref_id: Option<u64>,
     /// Duplicate publishes with this key inside retention return the original id.
     pub idempotency_key: Option<&'a [u8]>,
+    /// Live-only: delivered to live subscribers, never stored.
+    pub live: bool,
 }
 
 fn push_short(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -274,6 +279,7 @@ pub fn encode_body(out: &mut Vec<u8>, fields: &MessageFields<'_>, payload: &[u8]
         fields.idempotency_key.is_some(),
         FLAG_IDEMPOTENCY_KEY,
     );
+    set(&mut flags, fields.live, FLAG_LIVE);
     out.push(fields.action.unwrap_or(Action::Custom) as u8);
     out.push(fields.content_type.unwrap_or(ContentType::Bytes) as u8);
     out.extend_from_slice(&flags.to_le_bytes());
@@ -452,6 +458,11 @@ pub fn check_body(body: &mut [u8]) -> Result<BodyInfo, RecordError> {
             "edits and removals are made with the Edit and Delete requests (action edit/remove and ref_id are set by the server)",
         ));
     }
+    if flags & FLAG_LIVE != 0 && flags & FLAG_IDEMPOTENCY_KEY != 0 {
+        return Err(RecordError::Malformed(
+            "a live-only message is never stored, so it has no idempotency key",
+        ));
+    }
     let payload_len = body.len().saturating_sub(l.payload_start);
     if payload_len > limits::PAYLOAD_LEN_MAX as usize {
         return Err(RecordError::Malformed("payload over its limit"));
@@ -491,6 +502,42 @@ pub fn body_uuid(body: &[u8]) -> Option<[u8; 16]> {
     }
     let (_, _, _, l) = parse_layout(body).ok()?;
     l.uuid
+}
+
+/// True for the body of a live-only message.
+pub fn body_is_live(body: &[u8]) -> bool {
+    body.get(2..4)
+        .is_some_and(|f| u16::from_le_bytes([f[0], f[1]]) & FLAG_LIVE != 0)
+}
+
+/// A checked body without a uuid, with `uuid` added (in its place among the
+/// optional fields).
+pub fn body_with_uuid(body: &[u8], uuid: [u8; 16]) -> Vec<u8> {
+    let Ok((_, _, flags, l)) = parse_layout(body) else {
+        return body.to_vec();
+    };
+    if l.uuid.is_some() {
+        return body.to_vec();
+    }
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(&body[..2]);
+    out.extend_from_slice(&(flags | FLAG_UUID).to_le_bytes());
+    out.extend_from_slice(&body[BODY_HEADER_LEN..l.ref_at]);
+    out.extend_from_slice(&uuid);
+    out.extend_from_slice(&body[l.ref_at..]);
+    out
+}
+
+/// A random RFC 9562 version 4 uuid.
+///
+/// # Errors
+/// When the OS has no randomness to give.
+pub fn random_uuid() -> Result<[u8; 16], getrandom::Error> {
+    let mut u = [0u8; 16];
+    getrandom::fill(&mut u)?;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    Ok(u)
 }
 
 /// The room of a checked body, if it has one (without parsing the body when
@@ -633,6 +680,7 @@ mod tests {
             uuid: Some([7; 16]),
             ref_id: Some(41),
             idempotency_key: Some(b"k-1"),
+            live: false,
         };
         let b = body(&fields, br#"{"a":1}"#);
         // Publishers may not set edit/remove or ref_id (the server makes
@@ -834,5 +882,41 @@ mod tests {
         assert_eq!(c.uuid(), o.uuid());
         assert_eq!(c.idempotency_key(), Some(&b"key"[..]));
         assert!(c.pm_users().eq(o.pm_users()));
+    }
+
+    #[test]
+    fn a_live_body_gets_a_uuid_in_its_place_and_has_no_idempotency_key() {
+        let pm = ["ann"];
+        let live = MessageFields {
+            room: Some("r"),
+            pm_users: &pm,
+            live: true,
+            ..MessageFields::default()
+        };
+        let mut b = body(&live, b"typing");
+        check_body(&mut b).unwrap();
+        assert!(body_is_live(&b));
+        let u = random_uuid().unwrap();
+        assert_eq!((u[6] >> 4, u[8] >> 6), (4, 0b10));
+        let with = body_with_uuid(&b, u);
+        let mut want = body(
+            &MessageFields {
+                uuid: Some(u),
+                ..live.clone()
+            },
+            b"typing",
+        );
+        check_body(&mut want).unwrap();
+        assert_eq!(with, want);
+        assert_eq!(body_with_uuid(&with, [1; 16]), with, "a uuid stays");
+        let mut keyed = body(
+            &MessageFields {
+                idempotency_key: Some(b"k"),
+                ..live
+            },
+            b"x",
+        );
+        assert!(check_body(&mut keyed).is_err());
+        assert!(!body_is_live(&body(&MessageFields::default(), b"x")));
     }
 }
