@@ -35,10 +35,22 @@ impl From<AckArg> for AckMode {
 pub(crate) struct PubArgs {
     #[command(flatten)]
     conn: ConnArgs,
-    /// Channel name.
-    channel: String,
+    /// Channel name (not with --to: then the first argument is MESSAGE).
+    #[arg(value_name = "CHANNEL")]
+    channel: Option<String>,
     /// The message; without it, every line of stdin is one message.
     message: Option<String>,
+    /// User-directed: send the messages to these users (repeat it, or
+    /// separate names with commas), whatever they subscribe to, through the
+    /// instance's user stream; no channel is named. Keys without a user.
+    #[arg(long, value_name = "USER", value_delimiter = ',')]
+    to: Vec<String>,
+    /// Only these users may see the messages (repeatable).
+    #[arg(long, value_name = "USER", value_delimiter = ',')]
+    pm_user: Vec<String>,
+    /// These users never see the messages (repeatable; wins over --pm-user).
+    #[arg(long, value_name = "USER", value_delimiter = ',')]
+    exclude_user: Vec<String>,
     /// Room of the messages.
     #[arg(long)]
     room: Option<String>,
@@ -152,7 +164,23 @@ pub(crate) fn print_live(out: &mut impl Write, m: &Message, json: bool) -> Resul
 /// Lines of stdin published between two collections of acknowledgements.
 pub(crate) const PUB_STDIN_CHUNK: usize = 1024;
 
+/// The channel and the message argument of `pub`: with `--to` no channel is
+/// named (the user stream) and the one argument is the message.
+fn pub_target(a: &PubArgs) -> Result<(&str, Option<&str>), Failure> {
+    match (&a.channel, &a.message, a.to.is_empty()) {
+        (Some(c), m, true) => Ok((c, m.as_deref())),
+        (None, _, true) => Err(usage("name a CHANNEL, or users with --to")),
+        (m, None, false) => Ok((tidewire::client::USER_STREAM, m.as_deref())),
+        (_, Some(_), false) => Err(usage(
+            "with --to no channel is named: tidewire pub --to USER [MESSAGE]",
+        )),
+    }
+}
+
 pub(crate) fn publish(a: &PubArgs) -> Result<(), Failure> {
+    let (channel, message) = pub_target(a)?;
+    let pm_users: Vec<&str> = a.to.iter().chain(&a.pm_user).map(String::as_str).collect();
+    let exclude: Vec<&str> = a.exclude_user.iter().map(String::as_str).collect();
     let ack = AckMode::from(a.ack);
     let content_type = if a.json_payload {
         ContentType::Json
@@ -169,11 +197,21 @@ pub(crate) fn publish(a: &PubArgs) -> Result<(), Failure> {
     let mut c = connect(&a.conn)?;
     let mut out = io::stdout().lock();
     let mut sent = 0u64;
-    if let Some(payload) = &a.message {
+    fn target<'a>(
+        m: OutgoingMessage<'a>,
+        pm_users: &'a [&'a str],
+        exclude: &'a [&'a str],
+    ) -> OutgoingMessage<'a> {
+        let mut m = m;
+        m.fields.pm_users = pm_users;
+        m.fields.exclude_users = exclude;
+        m
+    }
+    if let Some(payload) = message {
         check(payload, "MESSAGE")?;
-        let m = outgoing(a, payload, content_type);
+        let m = target(outgoing(a, payload, content_type), &pm_users, &exclude);
         for _ in 0..a.count {
-            c.send_publish(&a.channel, &m, ack)?;
+            c.send_publish(channel, &m, ack)?;
             sent += 1;
         }
         print_acks(&mut c, &mut out, a.conn.json)?;
@@ -193,7 +231,8 @@ pub(crate) fn publish(a: &PubArgs) -> Result<(), Failure> {
             let payload = line.strip_suffix('\n').unwrap_or(&line);
             let payload = payload.strip_suffix('\r').unwrap_or(payload);
             check(payload, &format!("line {}", sent + 1))?;
-            c.send_publish(&a.channel, &outgoing(a, payload, content_type), ack)?;
+            let m = target(outgoing(a, payload, content_type), &pm_users, &exclude);
+            c.send_publish(channel, &m, ack)?;
             sent += 1;
             since_acks += 1;
             // Print ids once the input pauses (or every chunk), so a slow
@@ -309,9 +348,32 @@ mod tests {
         let Command::Pub(a) = cli.command else {
             panic!("not pub")
         };
-        assert_eq!(a.channel, "news");
+        assert_eq!(a.channel.as_deref(), Some("news"));
         assert_eq!(a.message.as_deref(), Some("hi"));
         assert_eq!(a.count, 3);
         assert!(matches!(a.ack, AckArg::Durable));
+    }
+
+    #[test]
+    fn pub_to_users_names_no_channel() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Pub(a) = cli.command else {
+                panic!("not pub")
+            };
+            a
+        };
+        let a = parse(&["tidewire", "pub", "--key", "k", "--to", "ann,bob", "hello"]);
+        assert_eq!(a.to, ["ann", "bob"]);
+        let (channel, message) = pub_target(&a).unwrap();
+        assert_eq!((channel, message), ("", Some("hello")));
+        let a = parse(&["tidewire", "pub", "--key", "k", "--to", "ann"]);
+        assert_eq!(pub_target(&a).unwrap(), ("", None), "stdin lines");
+        let a = parse(&[
+            "tidewire", "pub", "--key", "k", "news", "hello", "--to", "ann",
+        ]);
+        assert!(pub_target(&a).is_err());
+        let a = parse(&["tidewire", "pub", "--key", "k", "news", "--pm-user", "ann"]);
+        assert_eq!(pub_target(&a).unwrap(), ("news", None));
     }
 }

@@ -26,7 +26,12 @@ pub(crate) struct SubArgs {
     #[command(flatten)]
     pub(crate) conn: ConnArgs,
     /// Channel name.
-    pub(crate) channel: String,
+    #[arg(required_unless_present = "user_stream")]
+    pub(crate) channel: Option<String>,
+    /// Follow the caller's user stream (user-directed messages) instead of a
+    /// channel: needs a user key.
+    #[arg(long, conflicts_with = "channel")]
+    pub(crate) user_stream: bool,
     /// Where to start: new, earliest, a message id (inclusive), an RFC 3339
     /// time (2026-11-22T10:00:00Z) or @<unix-seconds>.
     #[arg(long, default_value = "new", value_name = "WHERE")]
@@ -110,10 +115,14 @@ fn follow_on(
     from: Start,
     follow: &mut Follow,
 ) -> Result<Ended, Failure> {
+    let channel = a
+        .channel
+        .as_deref()
+        .unwrap_or(tidewire::client::USER_STREAM);
     let subscribed = if a.committed {
-        c.subscribe_committed(&a.channel, a.room.as_deref(), from)
+        c.subscribe_committed(channel, a.room.as_deref(), from)
     } else {
-        c.subscribe(&a.channel, a.room.as_deref(), from)
+        c.subscribe(channel, a.room.as_deref(), from)
     };
     let sub = match subscribed {
         Ok(sub) => sub,

@@ -94,6 +94,12 @@ pub const DEFAULT_CHANNEL: &str = "default";
 /// The built-in channel of server events: separate rooms, no custom publish.
 pub const EVENTLOG_CHANNEL: &str = "eventlog";
 
+/// The name of an instance's user stream: the log of its user-directed
+/// messages (each names `pm_users`), which every user follows for its own.
+/// Not a valid channel name, so no request reaches it by name; requests name
+/// it with the empty channel name.
+pub const USER_STREAM_CHANNEL: &str = "@users";
+
 /// True for the names of the built-in channels.
 pub fn is_builtin_name(name: &str) -> bool {
     name == DEFAULT_CHANNEL || name == EVENTLOG_CHANNEL
@@ -380,6 +386,11 @@ impl Channel {
     pub fn with_settings<R>(&self, f: impl FnOnce(&ChannelSettings) -> R) -> R {
         f(&self.settings.lock().unwrap_or_else(|p| p.into_inner()))
     }
+    /// True for the instance's user stream ([`USER_STREAM_CHANNEL`]).
+    pub fn is_user_stream(&self) -> bool {
+        self.name == USER_STREAM_CHANNEL
+    }
+
     /// True for the built-in channels every instance has (`default`,
     /// `eventlog`), which cannot be deleted.
     pub fn is_builtin(&self) -> bool {

@@ -590,6 +590,16 @@ impl Broker {
         if inst.id() != ch.instance_id {
             return Access::default();
         }
+        if ch.is_user_stream() {
+            // A user reads its own messages there; keys without a user
+            // (backends) send them.
+            let user = caller.user.is_some();
+            return Access {
+                read: user,
+                write: !user,
+                custom_publish: true,
+            };
+        }
         let ids = inst.identities();
         ch.with_settings(|s| access(caller, s, &ids))
     }
@@ -615,6 +625,7 @@ impl Broker {
         Ok(inst
             .channels()
             .into_iter()
+            .filter(|c| !c.is_user_stream())
             .filter(|c| {
                 c.with_settings(|s| {
                     if anonymous {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::acl::Caller;
-use super::channel::{Channel, ChannelSettings};
+use super::channel::{Channel, ChannelKind, ChannelSettings, USER_STREAM_CHANNEL};
 use super::id_marks::deleted_channel_bound;
 use super::store::{self, InstancesSnapshot, MetaState};
 use super::tenancy::{validate_description, validate_instance_name, Instance, InstanceRecord};
@@ -68,6 +68,45 @@ impl Broker {
             settings.custom_publish = custom_publish_default;
         }
         self.check_group(&inst, settings.group)?;
+        self.add_channel(&inst, settings, false)
+    }
+
+    /// The user stream of the caller's instance, made the first time it is
+    /// needed (see [`USER_STREAM_CHANNEL`]).
+    ///
+    /// # Errors
+    /// `InstanceNotFound`; `LimitExceeded` (`CHANNELS_MAX`) and storage
+    /// errors when it must be made.
+    pub fn user_stream(&self, caller: &Caller) -> Result<Arc<Channel>, BrokerError> {
+        let inst = caller.instance()?.clone();
+        if let Some(ch) = inst.channel(USER_STREAM_CHANNEL) {
+            return Ok(ch);
+        }
+        let _meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = inst.channel(USER_STREAM_CHANNEL) {
+            return Ok(ch);
+        }
+        let local = inst.next_channel_id();
+        if local > u64::from(u32::MAX) {
+            return Err(limit("channel ids of this instance", u32::MAX as usize));
+        }
+        let mut settings =
+            ChannelSettings::builtin(USER_STREAM_CHANNEL, local, self.clock.now_us());
+        settings.kind = ChannelKind::Default;
+        settings.description = "user-directed messages".into();
+        self.add_channel(&inst, settings, true)
+    }
+
+    /// Opens the log of a new channel of `inst` and adds the channel (the
+    /// caller holds the metadata lock). An `internal` channel does not count
+    /// against the instance's channel limit.
+    fn add_channel(
+        &self,
+        inst: &Arc<Instance>,
+        settings: ChannelSettings,
+        internal: bool,
+    ) -> Result<Arc<Channel>, BrokerError> {
+        let local = settings.id;
         if inst.channel(&settings.name).is_some() {
             return Err(err(
                 ErrorCode::ChannelExists,
@@ -78,7 +117,7 @@ impl Broker {
                 ),
             ));
         }
-        if inst.channel_count() >= self.limits.channels_per_instance_max {
+        if !internal && inst.channel_count() >= self.limits.channels_per_instance_max {
             return Err(limit(
                 "channels_per_instance_max",
                 self.limits.channels_per_instance_max,
@@ -104,7 +143,7 @@ impl Broker {
         inst.set_next_channel_id(local + 1);
         inst.channels_mut()
             .insert(ch.name().to_string(), ch.clone());
-        if let Err(e) = store::save_channels(&self.data_dir, &inst) {
+        if let Err(e) = store::save_channels(&self.data_dir, inst) {
             inst.channels_mut().remove(ch.name());
             if let Err(e2) = log.destroy() {
                 tracing::error!(error = %e2, "could not remove the log of a channel whose creation failed");

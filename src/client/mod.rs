@@ -122,6 +122,25 @@ fn check_name(name: &str, max: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A channel name of a message request: at most `CHANNEL_NAME_LEN_MAX`
+/// bytes; the empty name is the instance's user stream ([`USER_STREAM`]).
+fn check_channel(name: &str) -> Result<()> {
+    if name.len() > limits::CHANNEL_NAME_LEN_MAX {
+        return Err(ClientError::Invalid(format!(
+            "channel name must be at most {} bytes, not {}",
+            limits::CHANNEL_NAME_LEN_MAX,
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The channel name that stands for the instance's user stream in message
+/// requests: publishing there sends user-directed messages (each names
+/// `pm_users`; keys without a user), subscribing follows the caller's own
+/// (a user key).
+pub const USER_STREAM: &str = "";
+
 fn check_room(room: Option<&str>) -> Result<&str> {
     match room {
         Some(r) => check_name(r, limits::ROOM_LEN_MAX, "room").map(|()| r),

@@ -7,7 +7,7 @@ impl Client {
     /// Checks a publish against the protocol's limits before anything is
     /// written, so a bad batch never poisons the write buffer.
     fn check_publish(&self, channel: &str, bodies: &[&[u8]]) -> Result<()> {
-        check_name(channel, limits::CHANNEL_NAME_LEN_MAX, "channel name")?;
+        check_channel(channel)?;
         let count = bodies.len();
         if count == 0 || count > limits::PUBLISH_BATCH_MAX as usize {
             return Err(ClientError::Invalid(format!(
@@ -331,7 +331,7 @@ impl Client {
         edit: Option<(u8, &[u8])>,
         ack: AckMode,
     ) -> Result<PublishAckInfo> {
-        check_name(channel, limits::CHANNEL_NAME_LEN_MAX, "channel name")?;
+        check_channel(channel)?;
         if ack == AckMode::None {
             return Err(ClientError::Invalid(
                 "an edit or delete waits for its acknowledgement: use ack mode append or durable"

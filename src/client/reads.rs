@@ -8,7 +8,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Server`] (unknown channel, room required, ...).
     pub fn history(&mut self, channel: &str, query: &HistoryQuery) -> Result<Vec<Message>> {
-        check_name(channel, limits::CHANNEL_NAME_LEN_MAX, "channel name")?;
+        check_channel(channel)?;
         let room = check_room(query.room.as_deref())?;
         let rid = self.send(&Request::History {
             channel,
@@ -51,7 +51,7 @@ impl Client {
     }
 
     fn fetch_view(&mut self, channel: &str, id: u64, raw: bool) -> Result<Message> {
-        check_name(channel, limits::CHANNEL_NAME_LEN_MAX, "channel name")?;
+        check_channel(channel)?;
         let rid = self.send(&Request::Fetch { channel, id, raw });
         self.await_reply(rid, |r| match r {
             Response::Message { record } => Message::from_record(record),

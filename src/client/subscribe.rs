@@ -40,7 +40,7 @@ impl Client {
         start: Start,
         committed: bool,
     ) -> Result<SubscriptionInfo> {
-        check_name(channel, limits::CHANNEL_NAME_LEN_MAX, "channel name")?;
+        check_channel(channel)?;
         let room = check_room(room)?;
         let sub_id = self.next_sub_id;
         self.next_sub_id = self.next_sub_id.wrapping_add(1).max(1);

@@ -24,7 +24,7 @@ impl IoThread {
         target: wire::AmendTarget,
         edit: Option<(u8, &[u8])>,
     ) -> Result<Next, WireError> {
-        let ch = self.lookup(index, channel)?;
+        let ch = self.message_channel(index, channel)?;
         if ch.is_eventlog() {
             return Err(WireError::new(
                 ErrorCode::PermissionDenied,

@@ -287,7 +287,7 @@ impl IoThread {
         msg_id: u64,
         raw: bool,
     ) -> Result<(), WireError> {
-        let ch = self.lookup(index, channel)?;
+        let ch = self.message_channel(index, channel)?;
         self.access(index, &ch)?.check_read()?;
         let viewer = self.viewer(index);
         let conn = self.conns.get_mut(index).ok_or_else(|| bad("gone"))?;
@@ -323,7 +323,7 @@ impl IoThread {
         channel: &str,
         page: &PageAsk<'_>,
     ) -> Result<(), WireError> {
-        let ch = self.lookup(index, channel)?;
+        let ch = self.message_channel(index, channel)?;
         self.access(index, &ch)?.check_read()?;
         // Admins and `ignore_acl` keys may read every room at once.
         let every_room = page.room.is_empty() && self.caller(index)?.reads_every_room();
@@ -424,6 +424,20 @@ impl IoThread {
         );
     }
 
+    /// The channel a message request names: `name`, or with the empty name
+    /// the instance's user stream (user-directed messages).
+    pub(super) fn message_channel(
+        &mut self,
+        index: usize,
+        name: &str,
+    ) -> Result<Arc<Channel>, WireError> {
+        if !name.is_empty() {
+            return self.lookup(index, name);
+        }
+        let caller = self.caller(index)?;
+        self.broker.user_stream(caller)
+    }
+
     /// The channel `name` of the caller's instance, through this thread's
     /// cache (keyed by the name as [`channel_name`] reads it).
     pub(super) fn lookup(&mut self, index: usize, name: &str) -> Result<Arc<Channel>, WireError> {
@@ -478,7 +492,7 @@ impl IoThread {
         count: u32,
         region: &[u8],
     ) -> Result<Next, WireError> {
-        let ch = self.lookup(index, channel)?;
+        let ch = self.message_channel(index, channel)?;
         if ch.is_eventlog() {
             return Err(WireError::new(
                 ErrorCode::PermissionDenied,
@@ -587,7 +601,7 @@ impl IoThread {
         room: &str,
         (start, committed): (Start, bool),
     ) -> Result<(), WireError> {
-        let ch = self.lookup(index, channel)?;
+        let ch = self.message_channel(index, channel)?;
         self.access(index, &ch)?.check_read()?;
         let room = check_room(&ch, room)?;
         // After an id a crash took back: `Truncated` follows `Subscribed`.
@@ -700,6 +714,11 @@ fn check_bodies(ch: &Channel, data: &mut [u8], ranges: &[(usize, usize)]) -> Res
             let room = std::str::from_utf8(room).unwrap_or_default();
             check_room_name(room)
                 .map_err(|e| WireError::new(e.code, format!("message {i}: {}", e.message)))?;
+        }
+        if ch.is_user_stream() && !record::body_is_targeted(body) {
+            return Err(bad(format!(
+                "message {i}: a user-directed message (no channel) names its users in pm_users"
+            )));
         }
         if ch.kind() == ChannelKind::SeparateRooms && info.room.is_none() {
             return Err(WireError::new(

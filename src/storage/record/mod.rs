@@ -504,6 +504,12 @@ pub fn body_uuid(body: &[u8]) -> Option<[u8; 16]> {
     l.uuid
 }
 
+/// True for a body that names `pm_users`.
+pub fn body_is_targeted(body: &[u8]) -> bool {
+    body.get(2..4)
+        .is_some_and(|f| u16::from_le_bytes([f[0], f[1]]) & FLAG_PM_USERS != 0)
+}
+
 /// True for the body of a live-only message.
 pub fn body_is_live(body: &[u8]) -> bool {
     body.get(2..4)
