@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tidewire::clock;
+use tidewire::storage::record::ContentType;
 use tidewire::storage::record::{self, MessageFields};
-use tidewire::storage::{Author, ChannelLog, Durability, LogConfig};
+use tidewire::storage::{AmendTarget, Author, ChannelLog, Durability, LogConfig, Order, View};
 
 const SEGMENT_SIZE: u64 = 128 * 1024 * 1024;
 /// Bytes written per fresh file. Each chunk starts a new log (or file) and
@@ -119,5 +120,96 @@ fn group_commit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, group_commit);
+/// Messages in the channel of the `amend` group.
+const AMEND_MESSAGES: u64 = 1_000_000;
+/// Every this many messages one is edited (10 %).
+const AMEND_EVERY: u64 = 10;
+
+/// A log of [`AMEND_MESSAGES`] messages of 128 B, one in [`AMEND_EVERY`]
+/// edited, written and published.
+fn edited_log(dir: &std::path::Path) -> ChannelLog {
+    let (mut log, _) =
+        ChannelLog::open(dir, config(Durability::None), clock::system()).expect("open");
+    let b = body(128);
+    for i in 1..=AMEND_MESSAGES {
+        log.append(Author::ApiKey(1), &b).expect("append");
+        if i % 4096 == 0 {
+            log.commit().expect("commit");
+        }
+    }
+    let now = clock::system().now_us();
+    for i in (1..=AMEND_MESSAGES).step_by(AMEND_EVERY as usize) {
+        log.amend_at(
+            Author::ApiKey(1),
+            AmendTarget::Id(i),
+            Some((ContentType::Text, &[b'e'; 128])),
+            &mut |_| Ok(()),
+            now,
+        )
+        .expect("edit");
+    }
+    log.commit().expect("commit");
+    log
+}
+
+/// Pages of 100, newest first, from spread-out positions of a channel of a
+/// million messages with 10 % edited: the current view (edits folded in)
+/// beside the raw records; and edits appended per second.
+fn amend(c: &mut Criterion) {
+    let mut g = c.benchmark_group("amend");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500))
+        .sample_size(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = edited_log(dir.path());
+    let reader = log.reader();
+    for (name, current) in [("page_100_raw", false), ("page_100_current", true)] {
+        g.throughput(Throughput::Elements(100));
+        g.bench_function(name, |bench| {
+            let mut before = 1u64;
+            bench.iter(|| {
+                // A different page each time, across the whole channel.
+                before = (before * 7919) % AMEND_MESSAGES + 200;
+                let mut n = 0usize;
+                let view = View {
+                    viewer: None,
+                    current,
+                };
+                reader.page_as(
+                    None,
+                    None,
+                    Some(before),
+                    Order::NewestFirst,
+                    100,
+                    view,
+                    &mut |raw| {
+                        n += raw.len();
+                        true
+                    },
+                );
+                std::hint::black_box(n)
+            })
+        });
+    }
+    g.throughput(Throughput::Elements(1));
+    let now = clock::system().now_us();
+    let mut target = 2u64;
+    g.bench_function("edit", |bench| {
+        bench.iter(|| {
+            target = (target + 7) % AMEND_MESSAGES + 1;
+            log.amend_at(
+                Author::ApiKey(1),
+                AmendTarget::Id(target),
+                Some((ContentType::Text, &[b'f'; 128])),
+                &mut |_| Ok(()),
+                now,
+            )
+            .expect("edit");
+        })
+    });
+    log.commit().expect("commit");
+    g.finish();
+}
+
+criterion_group!(benches, append, group_commit, amend);
 criterion_main!(benches);

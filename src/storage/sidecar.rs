@@ -247,9 +247,11 @@ pub enum KeyKind {
     Idempotency = 0,
     /// A uuid the publisher gave its message (16 bytes).
     Uuid = 1,
-    /// The record is an edit of the message whose id (u64, 8 bytes) follows.
+    /// The record is an edit of the message whose id (u64) follows, then
+    /// the record's position in its segment (u64).
     Edit = 2,
-    /// The record removes the message whose id (u64, 8 bytes) follows.
+    /// The record removes the message whose id (u64) follows, then the
+    /// record's position (u64).
     Remove = 3,
 }
 
@@ -278,7 +280,8 @@ pub struct KeyEntry {
     pub created_at_us: u64,
     /// What `key` is.
     pub kind: KeyKind,
-    /// The key, the uuid, or the id (u64) of the message amended.
+    /// The key, the uuid, or the id (u64) of the message amended and the
+    /// position (u64) of the amending record in its segment.
     pub key: Vec<u8>,
 }
 
@@ -343,7 +346,7 @@ pub fn decode_keys(buf: &[u8]) -> Vec<KeyEntry> {
         let fits = match kind {
             KeyKind::Idempotency => !key.is_empty(),
             KeyKind::Uuid => key.len() == 16,
-            KeyKind::Edit | KeyKind::Remove => key.len() == 8,
+            KeyKind::Edit | KeyKind::Remove => key.len() == 16,
         };
         if !fits {
             break;
@@ -569,10 +572,10 @@ mod tests {
         let mut keys = sidecar_header(KEYS_MAGIC).to_vec();
         encode_key_entry(&mut keys, 5, 6, KeyKind::Idempotency, b"abc");
         encode_key_entry(&mut keys, 6, 7, KeyKind::Uuid, &[9; 16]);
-        encode_key_entry(&mut keys, 8, 9, KeyKind::Remove, &5u64.to_le_bytes());
+        encode_key_entry(&mut keys, 8, 9, KeyKind::Remove, &[5; 16]);
         encode_key_entry(&mut keys, 9, 10, KeyKind::Edit, b"d");
         let k = decode_keys(&keys);
-        // An edit entry whose reference is not 8 bytes ends the file.
+        // An edit entry whose reference is not 16 bytes ends the file.
         assert_eq!(k.len(), 3);
         assert_eq!(
             (k[0].key.as_slice(), k[0].kind),

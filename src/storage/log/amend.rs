@@ -123,16 +123,20 @@ impl ChannelLog {
             Some(r) => r?,
         }
         let (new_id, created_at_us) = self.stage(author, &body, now)?;
+        let pos = self.last_staged_pos(record::record_len(author, body.len()) as u64);
         let (key_kind, removed) = match kind {
             AmendKind::Edit => (KeyKind::Edit, false),
             AmendKind::Remove => (KeyKind::Remove, true),
         };
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&id.to_le_bytes());
+        key[8..].copy_from_slice(&pos.to_le_bytes());
         sidecar::encode_key_entry(
             &mut self.active.pending_keys,
             new_id,
             created_at_us,
             key_kind,
-            &id.to_le_bytes(),
+            &key,
         );
         self.amendments_unwritten.push((
             id,
@@ -140,6 +144,7 @@ impl ChannelLog {
                 id: new_id,
                 removed,
                 created_at_us,
+                pos,
             },
         ));
         self.end_append()?;

@@ -15,6 +15,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::storage::record::{Action, RecordView};
 use crate::storage::sidecar::{KeyEntry, KeyKind};
 
@@ -27,12 +29,22 @@ pub struct Amendment {
     pub removed: bool,
     /// When it was appended, µs.
     pub created_at_us: u64,
+    /// Where the record starts in its segment (readers go straight to it).
+    pub pos: u64,
 }
 
-/// Amendments by the id of the message they amend, each list in id order.
+/// Ids per chunk of the amended-ids bitmap.
+const CHUNK_IDS: u64 = 4096;
+const CHUNK_WORDS: usize = (CHUNK_IDS / 64) as usize;
+
+/// Amendments by the id of the message they amend, each list in id order,
+/// and a bitmap of the amended ids in chunks of [`CHUNK_IDS`]: a page asks
+/// the bitmap about each record (neighbouring ids share a cache line) and
+/// the map only about the few that were amended.
 #[derive(Debug, Default)]
 pub struct Amendments {
-    by_target: HashMap<u64, Vec<Amendment>>,
+    by_target: FxHashMap<u64, Vec<Amendment>>,
+    marks: FxHashMap<u64, Box<[u64; CHUNK_WORDS]>>,
 }
 
 impl Amendments {
@@ -42,6 +54,12 @@ impl Amendments {
         if list.last().is_none_or(|l| l.id < a.id) {
             list.push(a);
         }
+        let chunk = self
+            .marks
+            .entry(target / CHUNK_IDS)
+            .or_insert_with(|| Box::new([0; CHUNK_WORDS]));
+        let bit = target % CHUNK_IDS;
+        chunk[(bit / 64) as usize] |= 1 << (bit % 64);
     }
 
     /// The latest amendment of `target` among ids up to `limit_id`.
@@ -54,10 +72,47 @@ impl Amendments {
             .copied()
     }
 
+    /// A reader of [`latest`](Self::latest) for the records of one page,
+    /// which keeps the bitmap chunk it used last.
+    pub fn scan(&self) -> AmendScan<'_> {
+        AmendScan {
+            amendments: self,
+            chunk: None,
+        }
+    }
+
     /// Forgets the amendments of messages older than `oldest_id` (they left
     /// retention, so no page shows them).
     pub fn forget_before(&mut self, oldest_id: u64) {
         self.by_target.retain(|&target, _| target >= oldest_id);
+        self.marks
+            .retain(|&chunk, _| (chunk + 1) * CHUNK_IDS > oldest_id);
+    }
+}
+
+/// See [`Amendments::scan`].
+pub struct AmendScan<'a> {
+    amendments: &'a Amendments,
+    chunk: Option<(u64, Option<&'a [u64; CHUNK_WORDS]>)>,
+}
+
+impl AmendScan<'_> {
+    /// As [`Amendments::latest`].
+    pub fn latest(&mut self, target: u64, limit_id: u64) -> Option<Amendment> {
+        let key = target / CHUNK_IDS;
+        let words = match self.chunk {
+            Some((k, words)) if k == key => words,
+            _ => {
+                let words = self.amendments.marks.get(&key).map(|b| &**b);
+                self.chunk = Some((key, words));
+                words
+            }
+        }?;
+        let bit = target % CHUNK_IDS;
+        if words[(bit / 64) as usize] & (1 << (bit % 64)) == 0 {
+            return None;
+        }
+        self.amendments.latest(target, limit_id)
     }
 }
 
@@ -85,16 +140,19 @@ impl KeyMaps {
                 }
             }
             KeyKind::Edit | KeyKind::Remove => {
-                if let Ok(t) = <[u8; 8]>::try_from(e.key.as_slice()) {
-                    amendments.add(
-                        u64::from_le_bytes(t),
-                        Amendment {
-                            id: e.id,
-                            removed: e.kind == KeyKind::Remove,
-                            created_at_us: e.created_at_us,
-                        },
-                    );
-                }
+                let (Some(t), Some(pos)) = (e.key.get(..8), e.key.get(8..16)) else {
+                    return;
+                };
+                let u = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+                amendments.add(
+                    u(t),
+                    Amendment {
+                        id: e.id,
+                        removed: e.kind == KeyKind::Remove,
+                        created_at_us: e.created_at_us,
+                        pos: u(pos),
+                    },
+                );
             }
         }
     }
@@ -106,9 +164,9 @@ impl KeyMaps {
     }
 }
 
-/// The sidecar entries a record has (what a scan of the records collects
-/// when a `.keys` file is missing or behind).
-pub fn record_keys(v: &RecordView<'_>, out: &mut Vec<KeyEntry>) {
+/// The sidecar entries a record at `pos` in its segment has (what a scan of
+/// the records collects when a `.keys` file is missing or behind).
+pub fn record_keys(v: &RecordView<'_>, pos: u64, out: &mut Vec<KeyEntry>) {
     let entry = |kind, key: &[u8]| KeyEntry {
         id: v.id(),
         created_at_us: v.created_at_us(),
@@ -118,9 +176,15 @@ pub fn record_keys(v: &RecordView<'_>, out: &mut Vec<KeyEntry>) {
     if let Some(k) = v.idempotency_key() {
         out.push(entry(KeyKind::Idempotency, k));
     }
+    let amend = |t: u64| {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&t.to_le_bytes());
+        k[8..].copy_from_slice(&pos.to_le_bytes());
+        k
+    };
     match (v.action(), v.ref_id()) {
-        (Action::Edit, Some(t)) => out.push(entry(KeyKind::Edit, &t.to_le_bytes())),
-        (Action::Remove, Some(t)) => out.push(entry(KeyKind::Remove, &t.to_le_bytes())),
+        (Action::Edit, Some(t)) => out.push(entry(KeyKind::Edit, &amend(t))),
+        (Action::Remove, Some(t)) => out.push(entry(KeyKind::Remove, &amend(t))),
         (Action::Edit | Action::Remove, None) => {}
         _ => {
             if let Some(u) = v.uuid() {

@@ -249,7 +249,7 @@ fn scan_segment(
     let mut add_point = index_builder(&mut points, None);
     let r = recovery::scan_with(data, start, &mut |off, v| {
         add_point(off, v);
-        record_keys(v, &mut keys);
+        record_keys(v, HEADER_LEN + off as u64, &mut keys);
     });
     drop(add_point);
     points.dedup_by_key(|p| p.pos);

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub use super::cursor::{Chunk, Cursor};
-use super::{Order, Shared};
+use super::{Amendment, Order, Shared};
 use crate::storage::record::{self, RecordView, RECORD_HEADER_LEN};
 use crate::storage::segment::{RoomIndex, Segment, HEADER_LEN};
 use crate::storage::sidecar::{self, Hole, IndexEntry};
@@ -393,27 +393,30 @@ impl LogReader {
                     true
                 }
                 Some(a) if a.removed => false,
-                Some(a) => self.fold_edit(raw, a.id, &mut scratch),
+                Some(a) => self.fold_edit(raw, a, &mut scratch),
             }
         });
         (shown == Some(true)).then(|| f(&scratch))
     }
 
-    /// Writes `raw` as edited by record `edit_id` into `out`; false when the
-    /// edit cannot be read (then the raw record is in `out`).
-    fn fold_edit(&self, raw: &[u8], edit_id: u64, out: &mut Vec<u8>) -> bool {
-        let folded = self.get(edit_id, |edit| {
-            match (
-                RecordView::parse_trusted(raw),
-                RecordView::parse_trusted(edit),
-            ) {
-                (Ok(o), Ok(e)) => {
-                    record::current_version(&o, &e, out);
-                    true
-                }
-                _ => false,
+    /// Writes `raw` as edited by the edit record `a` into `out` (read at its
+    /// known position); the raw record when the edit cannot be read.
+    fn fold_edit(&self, raw: &[u8], a: Amendment, out: &mut Vec<u8>) -> bool {
+        let mut fold = |edit: &[u8]| match (
+            RecordView::parse_trusted(raw),
+            RecordView::parse_trusted(edit),
+        ) {
+            (Ok(o), Ok(e)) => {
+                record::current_version(&o, &e, out);
+                true
             }
-        });
+            _ => false,
+        };
+        let seg = self.shared.segment_for(a.id);
+        let folded = match record_at(&seg, a.pos, seg.committed_len()) {
+            At::Record(edit) if rec_id(edit) == a.id => Some(fold(edit)),
+            _ => self.get(a.id, fold),
+        };
         if folded != Some(true) {
             out.clear();
             out.extend_from_slice(raw);
@@ -469,12 +472,13 @@ impl LogReader {
     ) {
         let head = self.head_id().min(limit_id);
         // Read once per page: the writer adds to it only as it writes.
-        let amendments = view.current.then(|| {
+        let guard = view.current.then(|| {
             self.shared
                 .amendments
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
         });
+        let mut amendments = guard.as_ref().map(|g| g.scan());
         let mut scratch = Vec::new();
         let mut filtered = |raw: &[u8]| -> Option<bool> {
             if let Some(v) = view.viewer {
@@ -482,7 +486,7 @@ impl LogReader {
                     return None;
                 }
             }
-            let Some(am) = &amendments else {
+            let Some(am) = &mut amendments else {
                 return Some(f(raw));
             };
             if is_amendment(raw) {
@@ -492,7 +496,7 @@ impl LogReader {
                 None => Some(f(raw)),
                 Some(a) if a.removed => None,
                 Some(a) => {
-                    self.fold_edit(raw, a.id, &mut scratch);
+                    self.fold_edit(raw, a, &mut scratch);
                     Some(f(&scratch))
                 }
             }

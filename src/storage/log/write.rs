@@ -175,6 +175,11 @@ impl ChannelLog {
         Ok((id, created_at_us))
     }
 
+    /// Where the record staged last starts in the active segment.
+    pub(super) fn last_staged_pos(&self, len: u64) -> u64 {
+        self.active.write_pos - len
+    }
+
     /// Writes the staging buffer once it is large.
     pub(super) fn end_append(&mut self) -> Result<(), StorageError> {
         if self.active.stage.len() >= STAGE_WRITE_BYTES {
