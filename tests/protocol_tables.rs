@@ -214,6 +214,8 @@ fn hex_examples_decode_with_the_codec() {
         Opcode::Publish,
         Opcode::PublishAck,
         Opcode::Edit,
+        Opcode::Delete,
+        Opcode::Live,
         Opcode::Subscribe,
         Opcode::Subscribed,
         Opcode::Deliver,
