@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub limits: TenancyLimits,
     /// Long-poll timeout and parked-poll bound of the HTTP shim.
     pub http: HttpSettings,
+    /// The Channelstream API on the HTTP listener (`None`: off).
+    pub channelstream: Option<crate::broker::ChannelstreamSettings>,
 }
 
 impl ServerConfig {
@@ -59,6 +61,7 @@ impl ServerConfig {
             clock: crate::clock::system(),
             limits: TenancyLimits::default(),
             http: HttpSettings::default(),
+            channelstream: None,
         }
     }
 }
@@ -119,6 +122,9 @@ impl std::error::Error for ConfigError {}
 /// http_poll_timeout_secs = 300
 /// http_parked_polls_max = 100000
 /// http_poll_rate_per_instance = 0
+/// channelstream_secret = "..."          # turns the Channelstream API on
+/// channelstream_instance = "default"
+/// channelstream_allow_posting_from = ["127.0.0.1"]
 ///
 /// [limits]
 /// instances_max = 1000
@@ -156,6 +162,13 @@ pub struct FileConfig {
     pub http_parked_polls_max: Option<usize>,
     /// HTTP polls per second per instance (0: no limit).
     pub http_poll_rate_per_instance: Option<u32>,
+    /// The Channelstream API's shared secret; the API is on with one.
+    pub channelstream_secret: Option<String>,
+    /// The instance the Channelstream API works in (default `default`).
+    pub channelstream_instance: Option<String>,
+    /// Addresses allowed to call the signed Channelstream API (default
+    /// `["127.0.0.1"]`; `"0.0.0.0"`: any).
+    pub channelstream_allow_posting_from: Option<Vec<String>>,
     /// Tenancy limits (table `[limits]`).
     pub limits: Option<LimitsConfig>,
 }
@@ -294,6 +307,18 @@ impl FileConfig {
         if let Some(n) = self.http_poll_rate_per_instance {
             config.http.poll_rate_per_instance = n;
         }
+        if let Some(secret) = &self.channelstream_secret {
+            set_channelstream(config, Some(secret), None, None);
+        }
+        if self.channelstream_instance.is_some() || self.channelstream_allow_posting_from.is_some()
+        {
+            set_channelstream(
+                config,
+                None,
+                self.channelstream_instance.as_deref(),
+                self.channelstream_allow_posting_from.as_deref(),
+            );
+        }
         if let Some(l) = &self.limits {
             l.apply(&mut config.limits);
         }
@@ -369,6 +394,35 @@ impl ServerConfig {
             )));
         }
         Ok(())
+    }
+}
+
+/// Sets the Channelstream API's settings that are given: a secret turns
+/// the API on (instance `default`, calls from 127.0.0.1), the others change
+/// it once it is on.
+pub fn set_channelstream(
+    config: &mut ServerConfig,
+    secret: Option<&str>,
+    instance: Option<&str>,
+    allow_posting_from: Option<&[String]>,
+) {
+    if let Some(secret) = secret {
+        let cs = config
+            .channelstream
+            .get_or_insert_with(|| crate::broker::ChannelstreamSettings {
+                secret: String::new(),
+                instance: crate::broker::DEFAULT_INSTANCE.to_string(),
+                allow_posting_from: vec!["127.0.0.1".to_string()],
+            });
+        cs.secret = secret.to_string();
+    }
+    if let Some(cs) = config.channelstream.as_mut() {
+        if let Some(i) = instance {
+            cs.instance = i.to_string();
+        }
+        if let Some(a) = allow_posting_from {
+            cs.allow_posting_from = a.iter().map(|s| s.trim().to_string()).collect();
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod channelstream;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -111,6 +111,27 @@ struct ServeArgs {
     /// How long an idle HTTP long poll is held before its 204, in seconds [default: 300].
     #[arg(long, env = "TIDEWIRE_HTTP_POLL_TIMEOUT", value_name = "SECS")]
     http_poll_timeout: Option<u64>,
+    /// Turns the Channelstream API on, with this shared secret (requests are
+    /// signed with it) [default: off].
+    #[arg(
+        long,
+        env = "TIDEWIRE_CHANNELSTREAM_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    channelstream_secret: Option<String>,
+    /// The instance the Channelstream API works in [default: default].
+    #[arg(long, env = "TIDEWIRE_CHANNELSTREAM_INSTANCE", value_name = "NAME")]
+    channelstream_instance: Option<String>,
+    /// Peer addresses allowed to call the signed Channelstream API, comma
+    /// separated; 0.0.0.0 allows any [default: 127.0.0.1].
+    #[arg(
+        long,
+        env = "TIDEWIRE_CHANNELSTREAM_ALLOW_POSTING_FROM",
+        value_name = "ADDRS",
+        value_delimiter = ','
+    )]
+    channelstream_allow_posting_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +339,12 @@ fn apply_serve_args(a: &ServeArgs, config: &mut ServerConfig) -> Result<(), Fail
         config.log.retention_us = config::secs_to_us(secs, "--retention")
             .map_err(named("retention", "TIDEWIRE_RETENTION"))?;
     }
+    config::set_channelstream(
+        config,
+        a.channelstream_secret.as_deref(),
+        a.channelstream_instance.as_deref(),
+        a.channelstream_allow_posting_from.as_deref(),
+    );
     Ok(())
 }
 

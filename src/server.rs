@@ -100,6 +100,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             admin_key: config.admin_key.clone(),
             limits: config.limits,
             http: config.http,
+            channelstream: config.channelstream.clone(),
         },
         links,
     )

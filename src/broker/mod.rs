@@ -165,6 +165,10 @@ pub struct Broker {
     pub http: HttpSettings,
     /// The key of the uuids the server assigns to messages.
     pub uuid_key: uuids::UuidKey,
+    /// The Channelstream API's settings (`None`: off).
+    pub channelstream: Option<ChannelstreamSettings>,
+    /// Channelstream's users, connections and channels.
+    pub cs_state: Mutex<crate::channelstream::state::State>,
 }
 
 /// Long-poll settings of the HTTP shim.
@@ -215,6 +219,19 @@ pub struct BrokerConfig {
     pub limits: TenancyLimits,
     /// Long-poll settings of the HTTP shim.
     pub http: HttpSettings,
+    /// The Channelstream API (`None`: off).
+    pub channelstream: Option<ChannelstreamSettings>,
+}
+
+/// The Channelstream server API's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelstreamSettings {
+    /// The shared secret requests are signed with.
+    pub secret: String,
+    /// The instance the API works in.
+    pub instance: String,
+    /// Peer addresses allowed to call the signed API (`0.0.0.0`: any).
+    pub allow_posting_from: Vec<String>,
 }
 
 impl Broker {
@@ -266,6 +283,8 @@ impl Broker {
             parked_polls: AtomicUsize::new(0),
             http: config.http,
             uuid_key,
+            channelstream: config.channelstream,
+            cs_state: Mutex::default(),
         });
         Ok(Opened {
             broker,

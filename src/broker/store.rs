@@ -475,6 +475,7 @@ mod tests {
             admin_key: admin_key.map(str::to_string),
             limits: TenancyLimits::default(),
             http: super::super::HttpSettings::default(),
+            channelstream: None,
         }
     }
 

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+mod channelstream;
 mod messages;
 mod parked;
 
@@ -283,6 +284,9 @@ impl IoThread {
     fn http_request(&mut self, index: usize, req: &Request) {
         let mut opts = ResponseOptions::for_request(req);
         opts.date_us = Some(self.broker.clock().now_us());
+        if self.channelstream(index, req, &opts) {
+            return;
+        }
         let r = route(&req.method, &req.path);
         let answer = match r {
             Route::Preflight => {

@@ -1,0 +1,312 @@
+//! The Channelstream server API on the HTTP listener: signatures and the
+//! address list, connect / subscribe / unsubscribe / user_state /
+//! channel_config / info / disconnect with Channelstream 0.7.1's answers
+//! and validation errors.
+
+mod common;
+
+use serde_json::{json, Value};
+
+use common::http::{call, Answer};
+use common::TestServer;
+use tidewire::channelstream::sign;
+
+const SECRET: &str = "s3cret";
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Cs {
+    _server: TestServer,
+    base: String,
+}
+
+impl Cs {
+    fn start(dir: &std::path::Path) -> Cs {
+        let server = TestServer::start_http(dir, |c| {
+            tidewire::config::set_channelstream(c, Some(SECRET), None, None);
+        });
+        let base = format!("http://{}", server.http);
+        Cs {
+            _server: server,
+            base,
+        }
+    }
+
+    fn signed(&self, method: &str, path: &str, body: Value) -> Answer {
+        let token = sign::sign(SECRET, "channelstream", now_secs());
+        let body = body.to_string();
+        call(
+            method,
+            &format!("{}{path}", self.base),
+            &[
+                ("x-channelstream-secret", &token),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&body),
+        )
+    }
+
+    fn ok(&self, path: &str, body: Value) -> Value {
+        let a = self.signed("POST", path, body);
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        a.json()
+    }
+}
+
+#[test]
+fn signatures_and_addresses_are_checked_as_channelstream_checks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    let url = format!("{}/connect", cs.base);
+    let body = json!({"username": "a"}).to_string();
+    let post = |headers: &[(&str, &str)]| call("POST", &url, headers, Some(&body));
+    assert_eq!(post(&[]).status, 403);
+    assert_eq!(post(&[("x-channelstream-secret", "")]).status, 403);
+    let bad = post(&[("x-channelstream-secret", "channelstream.X14QAA.nope")]);
+    assert_eq!(
+        (bad.status, bad.json()),
+        (401, json!({"request": "Bad Signature"}))
+    );
+    assert!(
+        bad.body.contains("\n    \"request\""),
+        "indented by four: {}",
+        bad.body
+    );
+    let old = sign::sign(SECRET, "channelstream", now_secs() - 61);
+    assert_eq!(post(&[("x-channelstream-secret", &old)]).status, 401);
+    let other = sign::sign("other", "channelstream", now_secs());
+    assert_eq!(post(&[("x-channelstream-secret", &other)]).status, 401);
+    // Any signed value, in the header or as `?secret=`.
+    let path_signed = sign::sign(SECRET, "/connect", now_secs());
+    assert_eq!(
+        post(&[("x-channelstream-secret", &path_signed)]).status,
+        200
+    );
+    let q = call(
+        "POST",
+        &format!("{url}?secret={path_signed}"),
+        &[],
+        Some(&body),
+    );
+    assert_eq!(q.status, 200, "{}", q.body);
+    // Wrong method and trailing slash: not found.
+    assert_eq!(cs.signed("GET", "/connect", json!({})).status, 404);
+    assert_eq!(
+        cs.signed("POST", "/connect/", json!({"username": "a"}))
+            .status,
+        404
+    );
+    let pre = call("OPTIONS", &url, &[], None);
+    assert_eq!(pre.status, 200);
+}
+
+#[test]
+fn peers_off_the_address_list_are_refused_and_the_api_is_off_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_http(dir.path(), |c| {
+        tidewire::config::set_channelstream(c, Some(SECRET), None, Some(&["10.9.8.7".to_string()]));
+    });
+    let token = sign::sign(SECRET, "channelstream", now_secs());
+    let a = call(
+        "POST",
+        &format!("http://{}/connect", server.http),
+        &[("x-channelstream-secret", &token)],
+        Some(r#"{"username": "a"}"#),
+    );
+    assert_eq!(a.status, 403);
+    let dir2 = tempfile::tempdir().unwrap();
+    let off = TestServer::start_http(dir2.path(), |_| {});
+    let a = call(
+        "POST",
+        &format!("http://{}/connect", off.http),
+        &[("x-channelstream-secret", &token)],
+        Some(r#"{"username": "a"}"#),
+    );
+    assert_eq!(a.status, 404);
+}
+
+#[test]
+fn connections_users_channels_and_their_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    let alice = cs.ok(
+        "/connect",
+        json!({
+            "username": "alice",
+            "channels": ["b", "a"],
+            "channel_configs": {"a": {"notify_presence": true, "history_size": 5}},
+            "user_state": {"x": 1, "y": "p"},
+            "state_public_keys": ["x"],
+        }),
+    );
+    assert_eq!(alice["username"], "alice");
+    assert_eq!(alice["channels"], json!(["a", "b"]));
+    assert_eq!(alice["state"], json!({"x": 1, "y": "p"}));
+    assert_eq!(alice["public_state"], json!({"x": 1}));
+    let a_info = &alice["channels_info"]["channels"]["a"];
+    assert_eq!(a_info["settings"]["history_size"], 5);
+    assert_eq!(a_info["settings"]["notify_presence"], true);
+    assert_eq!(a_info["settings"]["store_frames"], true);
+    assert_eq!(
+        (a_info["users"].clone(), a_info["total_connections"].clone()),
+        (json!(["alice"]), json!(1))
+    );
+    assert_eq!(a_info["long_name"], Value::Null);
+    assert_eq!(
+        alice["channels_info"]["users"],
+        json!([{"user": "alice", "state": {"x": 1, "y": "p"}}])
+    );
+    let conn_a = alice["conn_id"].as_str().unwrap().to_string();
+    assert_eq!(conn_a.len(), 36);
+
+    let bob_id = "0646b957-e427-4f92-bb5b-bba32f0b2561";
+    let bob = cs.ok(
+        "/connect",
+        json!({"username": "bob", "conn_id": bob_id, "channels": ["a"]}),
+    );
+    assert_eq!(bob["conn_id"], bob_id);
+    let info = cs.ok("/info", json!({"info": {"include_history": false}}));
+    assert_eq!(info["channels"]["a"]["users"], json!(["alice", "bob"]));
+    assert_eq!(info["channels"]["a"]["total_connections"], 2);
+    let sub = cs.ok(
+        "/subscribe",
+        json!({"conn_id": bob_id, "channels": ["c", "a"]}),
+    );
+    assert_eq!(
+        (sub["channels"].clone(), sub["subscribed_to"].clone()),
+        (json!(["a", "c"]), json!(["c"]))
+    );
+    let unsub = cs.ok(
+        "/unsubscribe",
+        json!({"conn_id": bob_id, "channels": ["a", "nope"]}),
+    );
+    assert_eq!(
+        (
+            unsub["channels"].clone(),
+            unsub["unsubscribed_from"].clone()
+        ),
+        (json!(["c"]), json!(["a"]))
+    );
+
+    let st = cs.ok(
+        "/user_state",
+        json!({"user": "alice", "user_state": {"x": 2, "z": 3, "y": "p"}}),
+    );
+    assert_eq!(st["user_state"], json!({"x": 2, "y": "p", "z": 3}));
+    assert_eq!(st["public_keys"], json!(["x"]));
+    let changed: Vec<String> = st["changed_state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(changed, vec!["x", "z"]);
+
+    // A partial config resets the other keys to their defaults, as in 0.7.1.
+    let cfg = cs.ok(
+        "/channel_config",
+        json!({"a": {"notify_state": true}, "new": {}}),
+    );
+    assert_eq!(cfg["channels"]["a"]["settings"]["history_size"], 10);
+    assert_eq!(cfg["channels"]["a"]["settings"]["notify_state"], true);
+    assert_eq!(cfg["channels"]["a"]["users"], json!([]));
+    assert_eq!(cfg["channels"]["new"]["settings"]["notify_presence"], false);
+    assert_eq!(cfg["users"], json!([]));
+
+    // Validation errors, as marshmallow words them.
+    let err = |path: &str, body: Value| {
+        let a = cs.signed("POST", path, body);
+        assert_eq!(a.status, 422, "{path}: {}", a.body);
+        a.json()
+    };
+    assert_eq!(
+        err("/connect", json!({})),
+        json!({"username": ["Missing data for required field."]})
+    );
+    assert_eq!(
+        err(
+            "/connect",
+            json!({"username": "u", "conn_id": "x", "channels": [""]})
+        ),
+        json!({"conn_id": ["Not a valid UUID."], "channels": {"0": ["Length must be between 1 and 256."]}})
+    );
+    assert_eq!(
+        err(
+            "/subscribe",
+            json!({"conn_id": "0646b957-e427-4f92-bb5b-000000000000", "channels": ["a"]})
+        ),
+        json!({"conn_id": ["Unknown connection"]})
+    );
+    assert_eq!(
+        err("/subscribe", json!({"conn_id": bob_id, "channels": []})),
+        json!({"channels": ["Shorter than minimum length 1."]})
+    );
+    assert_eq!(
+        err("/user_state", json!({"user": "zed"})),
+        json!({"user": ["Unknown user"]})
+    );
+    assert_eq!(
+        err("/channel_config", json!({"a": {"history_size": -1}})),
+        json!({"history_size": ["Must be at least 0."]})
+    );
+    assert_eq!(
+        err("/connect", json!([1])),
+        json!({"_schema": ["Invalid input type."]})
+    );
+    let token = sign::sign(SECRET, "channelstream", now_secs());
+    let broken = call(
+        "POST",
+        &format!("{}/connect", cs.base),
+        &[("x-channelstream-secret", &token)],
+        Some("{nope"),
+    );
+    assert_eq!(broken.status, 500);
+
+    // Disconnect: unsigned, any method; true once, then false.
+    let d = call(
+        "GET",
+        &format!("{}/disconnect?conn_id={bob_id}", cs.base),
+        &[],
+        None,
+    );
+    assert_eq!((d.status, d.json()), (200, json!(true)));
+    let d = call(
+        "GET",
+        &format!("{}/disconnect?conn_id={bob_id}", cs.base),
+        &[],
+        None,
+    );
+    assert_eq!(d.json(), json!(false));
+    let d = call(
+        "POST",
+        &format!("{}/disconnect", cs.base),
+        &[],
+        Some(r#"{"conn_id": "bad"}"#),
+    );
+    assert_eq!(
+        (d.status, d.json()),
+        (422, json!({"conn_id": ["Not a valid UUID."]}))
+    );
+    let info = cs.signed("GET", "/info", json!({}));
+    assert_eq!(info.status, 422, "{}", info.body);
+    let all = call(
+        "GET",
+        &format!("{}/info", cs.base),
+        &[("x-channelstream-secret", &token)],
+        None,
+    );
+    assert_eq!(all.status, 200, "{}", all.body);
+    let all = all.json();
+    assert_eq!(
+        all["channels"]["c"]["users"],
+        json!([]),
+        "bob left with his connection"
+    );
+    let names: Vec<&String> = all["channels"].as_object().unwrap().keys().collect();
+    assert_eq!(names, vec!["a", "b", "c", "new"]);
+}
