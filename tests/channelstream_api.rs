@@ -310,3 +310,104 @@ fn connections_users_channels_and_their_answers() {
     let names: Vec<&String> = all["channels"].as_object().unwrap().keys().collect();
     assert_eq!(names, vec!["a", "b", "c", "new"]);
 }
+
+#[test]
+fn messages_edits_and_deletions_go_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    let mut admin = tidewire::client::Client::connect(&cs._server.addr, common::ADMIN_KEY).unwrap();
+    cs.ok(
+        "/connect",
+        json!({"username": "alice", "channels": ["room", "Chat Room"]}),
+    );
+    let sent = cs.ok(
+        "/message",
+        json!([
+            {"user": "alice", "channel": "room", "message": {"t": "hi"}, "extra": 1},
+            {"user": "nobody"},
+            {"user": "bob", "channel": "nochannel", "message": {}},
+            {"user": "alice", "channel": "Chat Room", "message": {"t": "spaced"}},
+            {"user": "alice", "channel": "room", "message": {"t": "typing"}, "no_history": true},
+            {"user": "sys", "pm_users": ["alice"], "message": {"n": 1}},
+        ]),
+    );
+    let sent = sent.as_array().unwrap();
+    assert_eq!(
+        sent.len(),
+        5,
+        "the item without channel or users is dropped"
+    );
+    assert_eq!(sent[0]["message"], json!({"t": "hi"}));
+    assert_eq!(sent[0]["edited"], Value::Null);
+    assert!(sent[0].get("extra").is_none());
+    let uuid = sent[0]["uuid"].as_str().unwrap().to_string();
+
+    let q = tidewire::client::HistoryQuery {
+        newest_first: false,
+        ..Default::default()
+    };
+    let hist = admin.history("room", &q).unwrap();
+    assert_eq!(hist.len(), 1, "the live-only message is not stored");
+    let m = &hist[0];
+    assert_eq!(
+        m.uuid.map(|u| tidewire::client::format_uuid(&u)),
+        Some(uuid.clone())
+    );
+    let payload: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(payload["user"], "alice");
+    assert_eq!(payload["message"], json!({"t": "hi"}));
+    assert_eq!(payload["timestamp"], sent[0]["timestamp"]);
+    let hashed = tidewire::channelstream::tidewire_channel("Chat Room");
+    assert!(hashed.starts_with("cs-") && hashed.len() == 43, "{hashed}");
+    assert_eq!(admin.history(&hashed, &q).unwrap().len(), 1);
+    assert!(
+        code_of(admin.history("nochannel", &q)).is_some(),
+        "no channel made for it"
+    );
+
+    let edited = cs.signed(
+        "PATCH",
+        "/message",
+        json!([{"uuid": uuid, "channel": "room", "message": {"t": "edited"}}]),
+    );
+    assert_eq!(edited.status, 200, "{}", edited.body);
+    assert_eq!(edited.json()[0]["message"], json!({"t": "edited"}));
+    let now = admin.history("room", &q).unwrap();
+    let payload: Value = serde_json::from_slice(&now[0].payload).unwrap();
+    assert_eq!(payload["message"], json!({"t": "edited"}));
+    assert!(payload["edited"].is_string());
+    // An unknown uuid is answered alike (Channelstream does not check).
+    let unknown = cs.signed(
+        "DELETE",
+        "/message",
+        json!([{"uuid": "0646b957-e427-4f92-bb5b-bba32f0b2561", "channel": "room"}]),
+    );
+    assert_eq!(unknown.status, 200, "{}", unknown.body);
+    let deleted = cs.signed(
+        "DELETE",
+        "/message",
+        json!([{"uuid": uuid, "channel": "room"}]),
+    );
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(
+        deleted.json(),
+        json!([{"pm_users": [], "exclude_users": [], "channel": "room", "no_history": false, "uuid": uuid}])
+    );
+    assert!(admin.history("room", &q).unwrap().is_empty());
+    let raw = tidewire::client::HistoryQuery { raw: true, ..q };
+    assert_eq!(
+        admin.history("room", &raw).unwrap().len(),
+        3,
+        "message, edit, deletion"
+    );
+    let bad = cs.signed("POST", "/message", json!({"user": "a"}));
+    assert_eq!(
+        (bad.status, bad.json()),
+        (422, json!({"_schema": ["Invalid input type."]}))
+    );
+    assert_eq!(cs.signed("PUT", "/message", json!([])).status, 404);
+}
+
+fn code_of<T>(r: Result<T, tidewire::client::ClientError>) -> Option<tidewire::wire::ErrorCode> {
+    r.err().and_then(|e| e.code())
+}

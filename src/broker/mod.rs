@@ -28,8 +28,9 @@ use crossbeam_queue::ArrayQueue;
 
 pub use acl::{access, Access, Caller, Principal, UserRef};
 pub use channel::{
-    channel_name, check_room_name, global_channel_id, is_builtin_name, AheadOfHead, Channel,
-    ChannelKind, ChannelSettings, Permission, DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
+    channel_name, check_room_name, global_channel_id, is_builtin_name, is_slug, AheadOfHead,
+    Channel, ChannelKind, ChannelSettings, Permission, DEFAULT_CHANNEL, EVENTLOG_CHANNEL,
+    USER_STREAM_CHANNEL,
 };
 pub use keys::{generate_key, hash_key, KeyHash, KeyIndex, KeyOwner};
 pub use lock::{DataDirLock, LockError, OpenError, LOCK_FILE};

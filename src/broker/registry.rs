@@ -79,22 +79,36 @@ impl Broker {
     /// errors when it must be made.
     pub fn user_stream(&self, caller: &Caller) -> Result<Arc<Channel>, BrokerError> {
         let inst = caller.instance()?.clone();
-        if let Some(ch) = inst.channel(USER_STREAM_CHANNEL) {
+        self.internal_channel(&inst, USER_STREAM_CHANNEL, "user-directed messages")
+    }
+
+    /// The channel named `name` of `inst`, made (open to no key but admins
+    /// and `ignore_acl` keys, custom publish on, no rooms) when missing.
+    ///
+    /// # Errors
+    /// As [`Broker::user_stream`].
+    pub fn internal_channel(
+        &self,
+        inst: &Arc<Instance>,
+        name: &str,
+        description: &str,
+    ) -> Result<Arc<Channel>, BrokerError> {
+        if let Some(ch) = inst.channel(name).filter(|c| !c.is_deleted()) {
             return Ok(ch);
         }
         let _meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = inst.channel(USER_STREAM_CHANNEL) {
+        if let Some(ch) = inst.channel(name).filter(|c| !c.is_deleted()) {
             return Ok(ch);
         }
         let local = inst.next_channel_id();
         if local > u64::from(u32::MAX) {
             return Err(limit("channel ids of this instance", u32::MAX as usize));
         }
-        let mut settings =
-            ChannelSettings::builtin(USER_STREAM_CHANNEL, local, self.clock.now_us());
+        let mut settings = ChannelSettings::builtin(name, local, self.clock.now_us());
         settings.kind = ChannelKind::Default;
-        settings.description = "user-directed messages".into();
-        self.add_channel(&inst, settings, true)
+        settings.custom_publish = true;
+        settings.description = description.into();
+        self.add_channel(inst, settings, true)
     }
 
     /// Opens the log of a new channel of `inst` and adds the channel (the

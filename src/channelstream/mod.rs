@@ -12,6 +12,7 @@
 //! layout of its answers.
 
 pub mod json;
+pub mod message;
 pub mod schema;
 pub mod sign;
 pub mod state;
@@ -230,4 +231,16 @@ pub fn disconnect(
     };
     let (existed, events) = st.disconnect(id, now);
     (Answer::Ok(json!(existed)), events)
+}
+
+/// The tidewire channel of Channelstream channel `name`: the same name when
+/// it is a tidewire name already, otherwise `cs-` and 40 hex digits of its
+/// SHA-256 (Channelstream names are any 1 to 256 characters).
+pub fn tidewire_channel(name: &str) -> String {
+    if crate::broker::is_slug(name, crate::limits::CHANNEL_NAME_LEN_MAX) {
+        return name.to_string();
+    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("cs-{hex}")
 }

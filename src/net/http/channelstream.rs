@@ -2,13 +2,19 @@
 //! request signatures and address list, and its answers; the operations
 //! run on the broker's Channelstream state (`channelstream`).
 
-use serde_json::json;
+use bytes::Bytes;
+use serde_json::{json, Value};
 
 use super::super::IoThread;
-use crate::channelstream::{self as cs, sign, Answer};
+use super::{HttpWait, Waiting};
+use crate::broker::writer::{AmendReq, ConnRef, PublishReq, WriterMsg};
+use crate::broker::{ChannelstreamSettings, USER_STREAM_CHANNEL};
+use crate::channelstream::{self as cs, message, sign, Answer};
 use crate::http::request::{Method, Request};
 use crate::http::response::{write_response, ResponseOptions};
-use crate::storage::record;
+use crate::storage::record::{self, Author, ContentType, MessageFields};
+use crate::storage::AmendTarget;
+use crate::wire::AckMode;
 
 /// The Channelstream paths this build serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +26,7 @@ enum CsRoute {
     ChannelConfig,
     Info,
     Disconnect,
+    Message,
 }
 
 fn cs_route(path: &str) -> Option<CsRoute> {
@@ -31,6 +38,7 @@ fn cs_route(path: &str) -> Option<CsRoute> {
         "/channel_config" => CsRoute::ChannelConfig,
         "/info" => CsRoute::Info,
         "/disconnect" => CsRoute::Disconnect,
+        "/message" => CsRoute::Message,
         _ => return None,
     })
 }
@@ -80,8 +88,19 @@ impl IoThread {
             }
             return true;
         }
-        let post_only = !matches!(route, CsRoute::Info | CsRoute::Disconnect);
-        let answer = if post_only && req.method != Method::Post {
+        let post_only = !matches!(
+            route,
+            CsRoute::Info | CsRoute::Disconnect | CsRoute::Message
+        );
+        let message_kind = match req.method {
+            Method::Post => Some(message::Kind::Send),
+            Method::Patch => Some(message::Kind::Edit),
+            Method::Delete => Some(message::Kind::Delete),
+            _ => None,
+        };
+        let wrong_method = (post_only && req.method != Method::Post)
+            || (route == CsRoute::Message && message_kind.is_none());
+        let answer = if wrong_method {
             (
                 404,
                 json!({"message": "The resource could not be found.", "code": "404 Not Found", "title": "Not Found"}),
@@ -93,7 +112,15 @@ impl IoThread {
                     json!({"message": "Access was denied to this resource.", "code": "403 Forbidden", "title": "Forbidden"}),
                 ),
                 Err(Refused::BadSignature) => (401, json!({"request": "Bad Signature"})),
-                Ok(()) => self.cs_run(route, req),
+                Ok(()) => match (route, message_kind) {
+                    (CsRoute::Message, Some(kind)) => {
+                        match self.cs_messages(index, req, &settings, kind, opts) {
+                            Some(answer) => answer,
+                            None => return true, // answered when the writer is done
+                        }
+                    }
+                    _ => self.cs_run(route, req),
+                },
             }
         };
         if let Some(conn) = self.conns.get_mut(index) {
@@ -119,7 +146,7 @@ impl IoThread {
         &self,
         index: usize,
         req: &Request,
-        settings: &crate::broker::ChannelstreamSettings,
+        settings: &ChannelstreamSettings,
         unsigned: bool,
     ) -> Result<(), Refused> {
         let peer = self
@@ -187,11 +214,174 @@ impl IoThread {
                 let post = (req.method == Method::Post).then_some(body.as_slice());
                 cs::disconnect(&mut st, post, query_conn, now)
             }
+            CsRoute::Message => (Answer::Internal, Vec::new()),
         };
         match answer {
             Answer::Ok(v) => (200, v),
             Answer::Invalid(v) => (422, v),
             Answer::Internal => (500, json!({"message": "Internal Server Error"})),
+        }
+    }
+
+    /// `POST|PATCH|DELETE /message`: each item becomes a publish, an edit
+    /// or a deletion in the log of its channel (or of the user stream); the
+    /// answer, the validated items, leaves once every one is stored (`None`
+    /// then), or at once when none goes to the log.
+    fn cs_messages(
+        &mut self,
+        index: usize,
+        req: &Request,
+        settings: &ChannelstreamSettings,
+        kind: message::Kind,
+        opts: &ResponseOptions,
+    ) -> Option<(u16, Value)> {
+        let now = self.broker.clock().now_us();
+        let mut new_uuid = || record::random_uuid().unwrap_or_default();
+        let items = match message::parse(&req.body, kind, now, &mut new_uuid) {
+            Ok(items) => items,
+            Err(None) => return Some((500, json!({"message": "Internal Server Error"}))),
+            Err(Some(e)) => return Some((422, e)),
+        };
+        let items: Vec<message::Item> = match kind {
+            // Sends that name neither a channel nor users are dropped.
+            message::Kind::Send => items.into_iter().filter(message::Item::routable).collect(),
+            _ => items,
+        };
+        let echo = Value::Array(items.iter().map(|i| i.echo(kind)).collect());
+        let Some(inst) = self.broker.instance(&settings.instance) else {
+            return Some((
+                500,
+                json!({"message": format!("no instance {:?}", settings.instance)}),
+            ));
+        };
+        let known: Vec<bool> = {
+            let st = self
+                .broker
+                .cs_state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            items
+                .iter()
+                .map(|i| {
+                    i.channel
+                        .as_ref()
+                        .is_none_or(|c| st.channel_config_of(c).is_some())
+                })
+                .collect()
+        };
+        let mut msgs = Vec::new();
+        for (item, known) in items.iter().zip(known) {
+            // A channel nobody created drops the message, as in Channelstream.
+            let target = match &item.channel {
+                Some(c) if known => self.broker.internal_channel(
+                    &inst,
+                    &cs::tidewire_channel(c),
+                    &format!("channelstream channel {c}"),
+                ),
+                Some(_) => continue,
+                None if item.pm_users.is_empty() => continue,
+                None => self.broker.internal_channel(
+                    &inst,
+                    USER_STREAM_CHANNEL,
+                    "user-directed messages",
+                ),
+            };
+            let Ok(ch) = target else {
+                return Some((500, json!({"message": "the channel could not be made"})));
+            };
+            msgs.push(self.cs_writer_msg(index, ch.id, item, kind));
+        }
+        if msgs.is_empty() {
+            return Some((200, echo));
+        }
+        let conn = self.conns.get_mut(index)?;
+        let mut submitted = 0usize;
+        let mut failed = false;
+        for (msg, bytes) in msgs {
+            match self.broker.try_append(msg, bytes) {
+                Ok(()) => submitted += 1,
+                Err(_) => failed = true,
+            }
+        }
+        if submitted == 0 {
+            return Some((503, json!({"message": "the server is busy; retry"})));
+        }
+        conn.inflight += submitted;
+        conn.http_wait = Some(Box::new(HttpWait {
+            opts: *opts,
+            what: Waiting::CsMessages {
+                remaining: submitted,
+                failed,
+                body: cs::json::to_vec(&echo),
+            },
+        }));
+        None
+    }
+
+    /// The writer request of one message item (and its bytes).
+    fn cs_writer_msg(
+        &self,
+        index: usize,
+        channel_id: u64,
+        item: &message::Item,
+        kind: message::Kind,
+    ) -> (WriterMsg, usize) {
+        let generation = self.conns.get(index).map_or(0, |c| c.generation);
+        let conn = ConnRef {
+            thread: self.id,
+            index,
+            generation,
+        };
+        let payload = item.payload();
+        match kind {
+            message::Kind::Send => {
+                let pm: Vec<&str> = item.pm_users.iter().map(String::as_str).collect();
+                // Channelstream ignores exclude_users in messages to users.
+                let ex: Vec<&str> = match item.channel {
+                    Some(_) => item.exclude_users.iter().map(String::as_str).collect(),
+                    None => Vec::new(),
+                };
+                let fields = MessageFields {
+                    content_type: Some(ContentType::Json),
+                    pm_users: &pm,
+                    exclude_users: &ex,
+                    uuid: Some(item.uuid),
+                    live: item.no_history,
+                    ..MessageFields::default()
+                };
+                let mut data = vec![0u8; 4];
+                record::encode_body(&mut data, &fields, &payload);
+                let len = u32::try_from(data.len() - 4).unwrap_or(u32::MAX);
+                data[..4].copy_from_slice(&len.to_le_bytes());
+                let bytes = data.len();
+                let msg = WriterMsg::Publish(PublishReq {
+                    channel_id,
+                    author: Author::None,
+                    data: Bytes::from(data),
+                    count: 1,
+                    frames: 1,
+                    ack: AckMode::Durable,
+                    conn,
+                    seq: 0,
+                });
+                (msg, bytes)
+            }
+            message::Kind::Edit | message::Kind::Delete => {
+                let edit = (kind == message::Kind::Edit)
+                    .then(|| (ContentType::Json, Bytes::from(payload)));
+                let bytes = edit.as_ref().map_or(0, |(_, p)| p.len());
+                let msg = WriterMsg::Amend(AmendReq {
+                    channel_id,
+                    author: Author::None,
+                    target: AmendTarget::Uuid(item.uuid),
+                    edit,
+                    any_author: true,
+                    ack: AckMode::Durable,
+                    conn,
+                    seq: 0,
+                });
+                (msg, bytes)
+            }
         }
     }
 }

@@ -84,9 +84,32 @@ impl IoThread {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        let Some(wait) = conn.http_wait.take() else {
+        let Some(mut wait) = conn.http_wait.take() else {
             return;
         };
+        if let Waiting::CsMessages {
+            remaining,
+            failed,
+            body,
+        } = &mut wait.what
+        {
+            *remaining = remaining.saturating_sub(1);
+            *failed |= matches!(outcome, Err(ApiError::Unavailable(_)));
+            if *remaining > 0 {
+                conn.http_wait = Some(wait);
+                return;
+            }
+            let mut opts = wait.opts;
+            opts.date_us = Some(self.broker.clock().now_us());
+            let unavailable = br#"{"message": "the messages could not all be stored; retry"}"#;
+            let (status, body) = if *failed {
+                (503, unavailable.to_vec())
+            } else {
+                (200, std::mem::take(body))
+            };
+            self.answer(index, &opts, status, &body);
+            return;
+        }
         let Waiting::Publish { channel, instance } = wait.what else {
             conn.http_wait = Some(wait);
             return;

@@ -59,6 +59,16 @@ pub enum Waiting {
         /// The instance's name, for the message's links.
         instance: String,
     },
+    /// Channelstream messages with the writer; the last completion
+    /// answers with `body` (or 503 when one could not be stored).
+    CsMessages {
+        /// Writer requests not yet completed.
+        remaining: usize,
+        /// One of them could not be stored.
+        failed: bool,
+        /// The answer's body.
+        body: Vec<u8>,
+    },
     /// A poll parked in this thread's table.
     Poll {
         /// The channel polled.
