@@ -411,3 +411,118 @@ fn messages_edits_and_deletions_go_through_the_log() {
 fn code_of<T>(r: Result<T, tidewire::client::ClientError>) -> Option<tidewire::wire::ErrorCode> {
     r.err().and_then(|e| e.code())
 }
+
+#[test]
+fn listen_sends_what_happened_since_the_last_read_and_waits_for_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    let alice = cs.ok(
+        "/connect",
+        json!({"username": "alice", "channels": ["room"],
+               "channel_configs": {"room": {"notify_presence": true}}}),
+    );
+    let conn = alice["conn_id"].as_str().unwrap().to_string();
+    let bob = cs.ok("/connect", json!({"username": "bob", "channels": ["room"]}));
+    let bob_conn = bob["conn_id"].as_str().unwrap().to_string();
+    cs.ok(
+        "/message",
+        json!([
+            {"user": "bob", "channel": "room", "message": {"t": "hi"}},
+            {"user": "bob", "channel": "room", "message": {"t": "not for alice"}, "exclude_users": ["alice"]},
+            {"user": "sys", "pm_users": ["alice"], "message": {"n": 1}},
+        ]),
+    );
+    let listen = |extra: &str| {
+        call(
+            "GET",
+            &format!("{}/listen?conn_id={conn}{extra}", cs.base),
+            &[],
+            None,
+        )
+    };
+    // What happened since /connect: a replay, in channel order, the user's
+    // own messages last.
+    let first = listen("");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let events = first.json();
+    let kinds: Vec<(String, Value)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["catchup"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("presence".into(), json!(true)),
+            ("message".into(), json!(true)),
+            ("message".into(), json!(true)),
+        ]
+    );
+    assert_eq!(events[0]["user"], "bob");
+    assert_eq!(events[0]["message"], json!({"action": "joined"}));
+    assert_eq!(events[1]["message"], json!({"t": "hi"}));
+    assert_eq!(events[1]["channel"], "room");
+    assert_eq!(events[2]["channel"], Value::Null);
+    assert_eq!(events[2]["message"], json!({"n": 1}));
+    let uuid = events[1]["uuid"].as_str().unwrap().to_string();
+
+    // Nothing new: the poll waits, and a message sent meanwhile answers it.
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| listen(""));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        cs.ok(
+            "/message",
+            json!([{"user": "bob", "channel": "room", "message": {"t": "live"}}]),
+        );
+        let got = waiting.join().unwrap();
+        assert_eq!(got.status, 200, "{}", got.body);
+        let got = got.json();
+        assert_eq!(got[0]["message"], json!({"t": "live"}));
+        assert_eq!(got[0]["catchup"], false);
+    });
+    let edit = cs.signed(
+        "PATCH",
+        "/message",
+        json!([{"uuid": uuid, "channel": "room", "message": {"t": "edited"}}]),
+    );
+    assert_eq!(edit.status, 200);
+    let got = listen("&callback=cb");
+    assert!(
+        got.body.starts_with("cb(") && got.body.ends_with(')'),
+        "{}",
+        got.body
+    );
+    let inner: Value = serde_json::from_str(&got.body[3..got.body.len() - 1]).unwrap();
+    assert_eq!(inner[0]["type"], "message:edit");
+    assert_eq!(inner[0]["uuid"], uuid.as_str());
+    assert_eq!(inner[0]["catchup"], true, "it happened between two polls");
+
+    // Bob leaves: alice's next poll tells her.
+    let d = call(
+        "GET",
+        &format!("{}/disconnect?conn_id={bob_conn}", cs.base),
+        &[],
+        None,
+    );
+    assert_eq!(d.json(), json!(true));
+    let got = listen("").json();
+    assert_eq!(
+        (got[0]["type"].clone(), got[0]["message"].clone()),
+        (json!("presence"), json!({"action": "parted"}))
+    );
+
+    // Errors of /listen.
+    let q = |q: &str| call("GET", &format!("{}/listen{q}", cs.base), &[], None);
+    assert_eq!(q("?conn_id=nope").json(), json!(["Wrong UUID format"]));
+    assert_eq!(
+        q("?conn_id=0646b957-e427-4f92-bb5b-bba32f0b2561").status,
+        401
+    );
+    assert_eq!(q("").status, 500);
+}

@@ -13,6 +13,7 @@
 
 pub mod json;
 pub mod message;
+pub mod render;
 pub mod schema;
 pub mod sign;
 pub mod state;

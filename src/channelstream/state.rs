@@ -18,6 +18,10 @@ use super::schema::{ChannelConfig, InfoAsk};
 /// A connection id.
 pub type ConnId = [u8; 16];
 
+/// A connection's place in a channel's log (`None`: the user stream):
+/// `(channel, after id)`.
+pub type Position = (Option<String>, u64);
+
 /// Connections idle this long are collected (Channelstream: 15 s).
 pub const CONN_IDLE_US: u64 = 15_000_000;
 /// Users idle this long are forgotten (Channelstream: a day).
@@ -56,6 +60,12 @@ struct Conn {
     user: String,
     channels: BTreeSet<String>,
     last_active_us: u64,
+    /// Per channel it is in: the id in the channel's log after which its
+    /// events are still to be sent (`None` until the io side sets it to the
+    /// log's head when the connection joins).
+    positions: HashMap<String, Option<u64>>,
+    /// The same in the instance's user stream.
+    user_after: Option<u64>,
 }
 
 /// Everything the Channelstream face keeps in memory.
@@ -193,6 +203,7 @@ impl State {
         }
         if let Some(c) = self.conns.get_mut(&id) {
             c.channels.insert(channel.to_string());
+            c.positions.entry(channel.to_string()).or_insert(None);
         }
         true
     }
@@ -224,6 +235,7 @@ impl State {
         }
         if let Some(c) = self.conns.get_mut(&id) {
             c.channels.remove(channel);
+            c.positions.remove(channel);
         }
         removed
     }
@@ -293,6 +305,8 @@ impl State {
             user: ask.username.clone(),
             channels: BTreeSet::new(),
             last_active_us: now,
+            positions: HashMap::new(),
+            user_after: None,
         });
         let mut sorted = ask.channels.clone();
         sorted.sort();
@@ -472,6 +486,53 @@ impl State {
             .get(&conn)
             .map(|c| c.channels.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Sets every position not set yet (of connections that joined a
+    /// channel, or were made) to what `head` says: the head of a channel's
+    /// log (`Some(name)`) or of the user stream (`None`).
+    pub fn fill_positions(&mut self, head: &mut dyn FnMut(Option<&str>) -> u64) {
+        for c in self.conns.values_mut() {
+            if c.user_after.is_none() {
+                c.user_after = Some(head(None));
+            }
+            for (name, pos) in c.positions.iter_mut() {
+                if pos.is_none() {
+                    *pos = Some(head(Some(name)));
+                }
+            }
+        }
+    }
+
+    /// A connection's user and positions: `(channel or None for the user
+    /// stream, after id)`, channels sorted by name, the user stream last.
+    pub fn positions(&self, conn: ConnId) -> Option<(String, Vec<Position>)> {
+        let c = self.conns.get(&conn)?;
+        let mut out: Vec<(Option<String>, u64)> = c
+            .positions
+            .iter()
+            .filter_map(|(n, p)| p.map(|p| (Some(n.clone()), p)))
+            .collect();
+        out.sort();
+        if let Some(u) = c.user_after {
+            out.push((None, u));
+        }
+        Some((c.user.clone(), out))
+    }
+
+    /// Moves a connection's position in a channel (`None`: the user stream).
+    pub fn advance(&mut self, conn: ConnId, channel: Option<&str>, to: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match channel {
+            Some(name) => {
+                if let Some(p) = c.positions.get_mut(name) {
+                    *p = Some(p.map_or(to, |p| p.max(to)));
+                }
+            }
+            None => c.user_after = Some(c.user_after.map_or(to, |p| p.max(to))),
+        }
     }
 
     /// The configuration of a channel, if it exists.

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use super::super::IoThread;
 use super::{HttpWait, Waiting};
 use crate::broker::writer::{AmendReq, ConnRef, PublishReq, WriterMsg};
-use crate::broker::{ChannelstreamSettings, USER_STREAM_CHANNEL};
+use std::sync::Arc;
+
+use crate::broker::{Channel, ChannelstreamSettings, Instance, USER_STREAM_CHANNEL};
 use crate::channelstream::{self as cs, message, sign, Answer};
 use crate::http::request::{Method, Request};
 use crate::http::response::{write_response, ResponseOptions};
@@ -27,6 +29,7 @@ enum CsRoute {
     Info,
     Disconnect,
     Message,
+    Listen,
 }
 
 fn cs_route(path: &str) -> Option<CsRoute> {
@@ -39,6 +42,7 @@ fn cs_route(path: &str) -> Option<CsRoute> {
         "/info" => CsRoute::Info,
         "/disconnect" => CsRoute::Disconnect,
         "/message" => CsRoute::Message,
+        "/listen" => CsRoute::Listen,
         _ => return None,
     })
 }
@@ -90,7 +94,7 @@ impl IoThread {
         }
         let post_only = !matches!(
             route,
-            CsRoute::Info | CsRoute::Disconnect | CsRoute::Message
+            CsRoute::Info | CsRoute::Disconnect | CsRoute::Message | CsRoute::Listen
         );
         let message_kind = match req.method {
             Method::Post => Some(message::Kind::Send),
@@ -99,14 +103,16 @@ impl IoThread {
             _ => None,
         };
         let wrong_method = (post_only && req.method != Method::Post)
-            || (route == CsRoute::Message && message_kind.is_none());
+            || (route == CsRoute::Message && message_kind.is_none())
+            || (route == CsRoute::Listen && req.method != Method::Get);
         let answer = if wrong_method {
             (
                 404,
                 json!({"message": "The resource could not be found.", "code": "404 Not Found", "title": "Not Found"}),
             )
         } else {
-            match self.cs_check(index, req, &settings, route == CsRoute::Disconnect) {
+            let unsigned = matches!(route, CsRoute::Disconnect | CsRoute::Listen);
+            match self.cs_check(index, req, &settings, unsigned) {
                 Err(Refused::Forbidden) => (
                     403,
                     json!({"message": "Access was denied to this resource.", "code": "403 Forbidden", "title": "Forbidden"}),
@@ -119,7 +125,11 @@ impl IoThread {
                             None => return true, // answered when the writer is done
                         }
                     }
-                    _ => self.cs_run(route, req),
+                    (CsRoute::Listen, _) => match self.cs_listen(index, req, &settings, opts) {
+                        Some(answer) => answer,
+                        None => return true, // parked
+                    },
+                    _ => self.cs_run(route, req, &settings),
                 },
             }
         };
@@ -186,7 +196,12 @@ impl IoThread {
     }
 
     /// Runs one operation on the broker's Channelstream state.
-    fn cs_run(&mut self, route: CsRoute, req: &Request) -> (u16, serde_json::Value) {
+    fn cs_run(
+        &mut self,
+        route: CsRoute,
+        req: &Request,
+        settings: &ChannelstreamSettings,
+    ) -> (u16, serde_json::Value) {
         let now = self.broker.clock().now_us();
         let mut new_uuid = || record::random_uuid().unwrap_or_default();
         let mut st = self
@@ -196,10 +211,10 @@ impl IoThread {
             .unwrap_or_else(|p| p.into_inner());
         // Idle connections leave their channels (Channelstream collects
         // them once a second; here before each operation).
-        let _parted = st.collect(now);
+        let mut events = st.collect(now);
         let body = &req.body;
         let query_conn = req.query_raw("conn_id");
-        let (answer, _events) = match route {
+        let (answer, op_events) = match route {
             CsRoute::Connect => cs::connect(&mut st, body, now, &mut new_uuid),
             CsRoute::Subscribe => {
                 cs::subscription(&mut st, body, query_conn, true, now, &mut new_uuid)
@@ -214,8 +229,23 @@ impl IoThread {
                 let post = (req.method == Method::Post).then_some(body.as_slice());
                 cs::disconnect(&mut st, post, query_conn, now)
             }
-            CsRoute::Message => (Answer::Internal, Vec::new()),
+            CsRoute::Message | CsRoute::Listen => (Answer::Internal, Vec::new()),
         };
+        events.extend(op_events);
+        let inst = self.broker.instance(&settings.instance);
+        if let Some(inst) = &inst {
+            // Connections that joined read their channels from the head on.
+            st.fill_positions(&mut |name| {
+                self.cs_log(inst, name)
+                    .map_or(0, |c| c.reader().committed_id())
+            });
+        }
+        drop(st);
+        if let Some(inst) = &inst {
+            for e in events {
+                self.cs_store_event(inst, e);
+            }
+        }
         match answer {
             Answer::Ok(v) => (200, v),
             Answer::Invalid(v) => (422, v),
@@ -382,6 +412,72 @@ impl IoThread {
                 });
                 (msg, bytes)
             }
+        }
+    }
+
+    /// The tidewire channel of a Channelstream channel (`None`: the user
+    /// stream), made when missing.
+    pub(super) fn cs_log(
+        &self,
+        inst: &Arc<Instance>,
+        channel: Option<&str>,
+    ) -> Option<Arc<Channel>> {
+        let made = match channel {
+            Some(c) => self.broker.internal_channel(
+                inst,
+                &cs::tidewire_channel(c),
+                &format!("channelstream channel {c}"),
+            ),
+            None => {
+                self.broker
+                    .internal_channel(inst, USER_STREAM_CHANNEL, "user-directed messages")
+            }
+        };
+        made.ok()
+    }
+
+    /// Stores a presence or state event in its channel's log (not waited
+    /// for: Channelstream sends them as it goes).
+    fn cs_store_event(&mut self, inst: &Arc<Instance>, e: cs::state::Event) {
+        let Some(ch) = self.cs_log(inst, Some(&e.channel)) else {
+            return;
+        };
+        let mut body = e.body;
+        body["uuid"] = json!(cs::state::uuid_text(
+            &record::random_uuid().unwrap_or_default()
+        ));
+        if let Some(m) = body.as_object_mut() {
+            m.remove("catchup");
+        }
+        let payload = serde_json::to_vec(&body).unwrap_or_default();
+        let ex: Vec<&str> = e.exclude_users.iter().map(String::as_str).collect();
+        let fields = MessageFields {
+            content_type: Some(ContentType::Json),
+            exclude_users: &ex,
+            ..MessageFields::default()
+        };
+        let mut data = vec![0u8; 4];
+        record::encode_body(&mut data, &fields, &payload);
+        let len = u32::try_from(data.len() - 4).unwrap_or(u32::MAX);
+        data[..4].copy_from_slice(&len.to_le_bytes());
+        let bytes = data.len();
+        let msg = WriterMsg::Publish(PublishReq {
+            channel_id: ch.id,
+            author: Author::None,
+            data: Bytes::from(data),
+            count: 1,
+            frames: 1,
+            ack: AckMode::None,
+            // No connection waits for it.
+            conn: ConnRef {
+                thread: self.id,
+                index: usize::MAX,
+                generation: 0,
+            },
+            seq: 0,
+        });
+        if self.broker.try_append(msg, bytes).is_err() {
+            tracing::warn!(channel = %e.channel, "append queue full: a Channelstream event was not stored");
         }
     }
 }

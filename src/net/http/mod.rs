@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 mod channelstream;
+mod cs_listen;
 mod messages;
 mod parked;
 
@@ -68,6 +69,13 @@ pub enum Waiting {
         failed: bool,
         /// The answer's body.
         body: Vec<u8>,
+    },
+    /// A Channelstream `/listen` parked in this thread's table.
+    CsListen {
+        /// When it is answered `[]`, µs on the broker's clock.
+        deadline_us: u64,
+        /// The JSONP callback, if any.
+        callback: Option<String>,
     },
     /// A poll parked in this thread's table.
     Poll {

@@ -37,8 +37,10 @@ struct ParkedChannel {
 #[derive(Debug, Default)]
 pub struct Parked {
     channels: HashMap<u64, ParkedChannel>,
+    /// Parked Channelstream `/listen` requests: slab index → connection.
+    pub(super) cs: HashMap<usize, [u8; 16]>,
     /// (deadline µs, slab index, generation), earliest first.
-    deadlines: BTreeSet<(u64, usize, u64)>,
+    pub(super) deadlines: BTreeSet<(u64, usize, u64)>,
 }
 
 impl Parked {
@@ -126,6 +128,15 @@ impl IoThread {
     /// expired, or its client hung up).
     pub(in crate::net) fn unpark(&mut self, index: usize) -> Option<ResponseOptions> {
         let conn = self.conns.get_mut(index)?;
+        if let Waiting::CsListen { deadline_us, .. } = conn.http_wait.as_ref()?.what {
+            let generation = conn.generation;
+            let wait = conn.http_wait.take()?;
+            self.parked
+                .deadlines
+                .remove(&(deadline_us, index, generation));
+            self.parked.cs.remove(&index);
+            return Some(wait.opts);
+        }
         let Waiting::Poll {
             channel_id,
             deadline_us,
@@ -213,6 +224,7 @@ impl IoThread {
     /// Answers the parked polls of every channel whose head moved, and
     /// those of deleted channels (404).
     pub(in crate::net) fn wake_parked(&mut self) {
+        self.wake_cs_listens();
         let mut ready: Vec<Ready> = Vec::new();
         for pc in self.parked.channels.values_mut() {
             if pc.channel.is_deleted() {
@@ -282,6 +294,10 @@ impl IoThread {
                 .is_some_and(|c| c.generation == generation);
             if !live {
                 self.parked.deadlines.remove(&(deadline, index, generation));
+                continue;
+            }
+            if self.parked.cs.contains_key(&index) {
+                self.answer_cs_listen(index, Vec::new());
                 continue;
             }
             match self.unpark(index) {
