@@ -486,6 +486,20 @@ fn listen_sends_what_happened_since_the_last_read_and_waits_for_more() {
         assert_eq!(got[0]["message"], json!({"t": "live"}));
         assert_eq!(got[0]["catchup"], false);
     });
+    // A no_history message reaches the waiting poll, and is never stored.
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| listen(""));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        cs.ok(
+            "/message",
+            json!([{"user": "bob", "channel": "room", "message": {"t": "typing"}, "no_history": true}]),
+        );
+        let got = waiting.join().unwrap().json();
+        assert_eq!(
+            (got[0]["message"].clone(), got[0]["type"].clone()),
+            (json!({"t": "typing"}), json!("message"))
+        );
+    });
     let edit = cs.signed(
         "PATCH",
         "/message",
@@ -525,4 +539,55 @@ fn listen_sends_what_happened_since_the_last_read_and_waits_for_more() {
         401
     );
     assert_eq!(q("").status, 500);
+}
+
+#[test]
+fn info_shows_the_latest_messages_of_channels_that_store_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    cs.ok(
+        "/connect",
+        json!({"username": "u", "channels": ["hist", "plain"],
+               "channel_configs": {"hist": {"store_history": true, "history_size": 2}}}),
+    );
+    let sent = cs.ok(
+        "/message",
+        json!([
+            {"user": "u", "channel": "hist", "message": {"n": 1}},
+            {"user": "u", "channel": "hist", "message": {"n": 2}, "pm_users": ["u"]},
+            {"user": "u", "channel": "hist", "message": {"n": 3}},
+            {"user": "u", "channel": "plain", "message": {"n": 4}},
+        ]),
+    );
+    let second = sent[1]["uuid"].as_str().unwrap().to_string();
+    let e = cs.signed(
+        "PATCH",
+        "/message",
+        json!([{"uuid": second, "channel": "hist", "message": {"n": 22}, "user": "editor"}]),
+    );
+    assert_eq!(e.status, 200);
+    let info = cs.ok("/info", json!({"info": {"channels": ["hist", "plain"]}}));
+    let hist = info["channels"]["hist"]["history"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(hist.len(), 2, "history_size 2: {hist:?}");
+    assert_eq!(hist[0]["message"], json!({"n": 22}));
+    assert_eq!(hist[0]["user"], "editor");
+    assert_eq!(
+        hist[0]["timestamp"], sent[1]["timestamp"],
+        "kept from the message"
+    );
+    assert!(hist[0]["edited"].is_string());
+    assert_eq!(hist[0]["pm_users"], json!(["u"]));
+    assert_eq!(hist[0]["uuid"], second.as_str());
+    assert_eq!(
+        (hist[1]["message"].clone(), hist[1]["edited"].clone()),
+        (json!({"n": 3}), Value::Null)
+    );
+    assert_eq!(
+        info["channels"]["plain"]["history"],
+        json!([]),
+        "store_history off"
+    );
 }

@@ -56,6 +56,7 @@ pub fn connect(
     body: &[u8],
     now: u64,
     new_uuid: &mut dyn FnMut() -> [u8; 16],
+    history: state::History<'_>,
 ) -> Outcome {
     let b = match object(body) {
         Ok(b) => b,
@@ -76,7 +77,7 @@ pub fn connect(
     };
     match e.into_result(ask) {
         Ok(ask) => {
-            let (body, events) = st.connect(&ask, now, new_uuid);
+            let (body, events) = st.connect(&ask, now, new_uuid, history);
             (Answer::Ok(body), events)
         }
         Err(e) => invalid(e),
@@ -113,6 +114,7 @@ pub fn subscription(
     subscribe: bool,
     now: u64,
     new_uuid: &mut dyn FnMut() -> [u8; 16],
+    history: state::History<'_>,
 ) -> Outcome {
     let b = match object(body) {
         Ok(b) => b,
@@ -137,7 +139,7 @@ pub fn subscription(
         channel_configs: configs,
         info,
     };
-    match st.subscription(conn, &ask, subscribe, now, new_uuid) {
+    match st.subscription(conn, &ask, subscribe, now, new_uuid, history) {
         Some((body, events)) => (Answer::Ok(body), events),
         None => invalid(json!({"conn_id": ["Unknown connection"]})),
     }
@@ -189,9 +191,9 @@ pub fn channel_config(
 }
 
 /// `/info` (any method): the state of the channels asked for.
-pub fn info(st: &State, body: &[u8]) -> Answer {
+pub fn info(st: &State, body: &[u8], history: state::History<'_>) -> Answer {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Answer::Ok(st.channels_info(None, &schema::InfoAsk::default(), |_| Vec::new()));
+        return Answer::Ok(st.channels_info(None, &schema::InfoAsk::default(), history));
     }
     let b = match object(body) {
         Ok(b) => b,
@@ -206,7 +208,7 @@ pub fn info(st: &State, body: &[u8]) -> Answer {
         return Answer::Invalid(Value::Object(e.0));
     }
     let names = ask.channels.clone();
-    Answer::Ok(st.channels_info(names.as_deref(), &ask, |_| Vec::new()))
+    Answer::Ok(st.channels_info(names.as_deref(), &ask, history))
 }
 
 /// `/disconnect`: `conn_id` from the JSON body of a `POST`, from the query

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::state::uuid_text;
 use crate::storage::record::{Action, RecordView};
+use crate::storage::LogReader;
 
 /// Times in pushed events: UTC written with `Z` (Channelstream's answers
 /// over HTTP say `+00:00`, its pushes `Z`).
@@ -74,6 +75,67 @@ pub fn frame(
     if kind != "message" && catchup {
         out.insert("catchup".into(), Value::Bool(true));
     }
+    Some(Value::Object(out))
+}
+
+/// A message of the current view as Channelstream keeps it in a channel's
+/// history (what `/info` shows): `None` for the events stored beside the
+/// messages. An edited message's fields are its own overlaid with its
+/// latest edit's (read from `reader`).
+pub fn stored(
+    v: &RecordView<'_>,
+    channel: &str,
+    reader: &LogReader,
+    uuid: [u8; 16],
+) -> Option<Value> {
+    if v.action() != Action::Custom {
+        return None;
+    }
+    let Ok(Value::Object(now)) = serde_json::from_slice::<Value>(v.payload()) else {
+        return None;
+    };
+    if now.contains_key("type") {
+        return None;
+    }
+    let mut fields = match v.ref_id() {
+        // Edited: the raw record holds the fields the edits did not change.
+        Some(_) => reader
+            .get(v.id(), |raw| {
+                RecordView::parse_trusted(raw)
+                    .ok()
+                    .and_then(|o| serde_json::from_slice::<Map<String, Value>>(o.payload()).ok())
+            })
+            .flatten()
+            .unwrap_or_default(),
+        None => Map::new(),
+    };
+    for (k, val) in now {
+        fields.insert(k, val);
+    }
+    let names = |it: crate::storage::record::NameIter<'_>| -> Vec<Value> {
+        it.map(|n| Value::String(String::from_utf8_lossy(n).into_owned()))
+            .collect()
+    };
+    let mut out = Map::new();
+    out.insert("pm_users".into(), Value::Array(names(v.pm_users())));
+    out.insert(
+        "exclude_users".into(),
+        Value::Array(names(v.exclude_users())),
+    );
+    out.insert("channel".into(), Value::String(channel.into()));
+    out.insert("no_history".into(), Value::Bool(false));
+    out.insert("uuid".into(), Value::String(uuid_text(&uuid)));
+    for key in ["timestamp", "user", "message"] {
+        if let Some(val) = fields.remove(key) {
+            out.insert(key.into(), val);
+        }
+    }
+    out.insert(
+        "edited".into(),
+        fields.remove("edited").unwrap_or(Value::Null),
+    );
+    out.insert("catchup".into(), Value::Bool(false));
+    out.insert("type".into(), Value::String("message".into()));
     Some(Value::Object(out))
 }
 

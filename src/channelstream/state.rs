@@ -20,7 +20,20 @@ pub type ConnId = [u8; 16];
 
 /// A connection's place in a channel's log (`None`: the user stream):
 /// `(channel, after id)`.
-pub type Position = (Option<String>, u64);
+pub type Position = (Option<String>, Mark);
+
+/// Where a connection stands in one log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Mark {
+    /// Its stored events up to this id were sent.
+    pub after: u64,
+    /// Its live-only messages from this sequence number on are still to send.
+    pub live_seq: u64,
+}
+
+/// Reads a channel's history for its info: the channel and its
+/// configuration in, the stored message objects out.
+pub type History<'a> = &'a dyn Fn(&str, ChannelConfig) -> Vec<Value>;
 
 /// Connections idle this long are collected (Channelstream: 15 s).
 pub const CONN_IDLE_US: u64 = 15_000_000;
@@ -63,9 +76,9 @@ struct Conn {
     /// Per channel it is in: the id in the channel's log after which its
     /// events are still to be sent (`None` until the io side sets it to the
     /// log's head when the connection joins).
-    positions: HashMap<String, Option<u64>>,
+    positions: HashMap<String, Option<Mark>>,
     /// The same in the instance's user stream.
-    user_after: Option<u64>,
+    user_after: Option<Mark>,
 }
 
 /// Everything the Channelstream face keeps in memory.
@@ -286,6 +299,7 @@ impl State {
         ask: &ConnectAsk,
         now: u64,
         new_uuid: &mut dyn FnMut() -> [u8; 16],
+        history: History<'_>,
     ) -> (Value, Vec<Event>) {
         let mut events = Vec::new();
         let user = self
@@ -326,7 +340,7 @@ impl State {
             "username": ask.username,
             "public_state": user.public_state(),
             "channels": sorted,
-            "channels_info": self.channels_info(Some(&sorted), &ask.info, |_| Vec::new()),
+            "channels_info": self.channels_info(Some(&sorted), &ask.info, history),
         });
         (body, events)
     }
@@ -340,6 +354,7 @@ impl State {
         subscribe: bool,
         now: u64,
         new_uuid: &mut dyn FnMut() -> [u8; 16],
+        history: History<'_>,
     ) -> Option<(Value, Vec<Event>)> {
         let (channels, configs, info) = (&ask.channels, &ask.channel_configs, &ask.info);
         let user = self.conns.get(&conn)?.user.clone();
@@ -367,7 +382,7 @@ impl State {
         };
         let body = json!({
             "channels": now_in,
-            "channels_info": self.channels_info(Some(&now_in), info, |_| Vec::new()),
+            "channels_info": self.channels_info(Some(&now_in), info, history),
             key: changed,
         });
         Some((body, events))
@@ -441,7 +456,7 @@ impl State {
             include_users: false,
             ..InfoAsk::default()
         };
-        self.channels_info(Some(&names), &ask, |_| Vec::new())
+        self.channels_info(Some(&names), &ask, &|_, _| Vec::new())
     }
 
     /// `/disconnect`: whether the connection existed. It leaves its channels
@@ -489,9 +504,9 @@ impl State {
     }
 
     /// Sets every position not set yet (of connections that joined a
-    /// channel, or were made) to what `head` says: the head of a channel's
-    /// log (`Some(name)`) or of the user stream (`None`).
-    pub fn fill_positions(&mut self, head: &mut dyn FnMut(Option<&str>) -> u64) {
+    /// channel, or were made) to what `head` says: where a channel's log
+    /// (`Some(name)`) or the user stream (`None`) stands now.
+    pub fn fill_positions(&mut self, head: &mut dyn FnMut(Option<&str>) -> Mark) {
         for c in self.conns.values_mut() {
             if c.user_after.is_none() {
                 c.user_after = Some(head(None));
@@ -504,11 +519,11 @@ impl State {
         }
     }
 
-    /// A connection's user and positions: `(channel or None for the user
-    /// stream, after id)`, channels sorted by name, the user stream last.
+    /// A connection's user and positions, channels sorted by name, the user
+    /// stream last.
     pub fn positions(&self, conn: ConnId) -> Option<(String, Vec<Position>)> {
         let c = self.conns.get(&conn)?;
-        let mut out: Vec<(Option<String>, u64)> = c
+        let mut out: Vec<Position> = c
             .positions
             .iter()
             .filter_map(|(n, p)| p.map(|p| (Some(n.clone()), p)))
@@ -521,18 +536,21 @@ impl State {
     }
 
     /// Moves a connection's position in a channel (`None`: the user stream).
-    pub fn advance(&mut self, conn: ConnId, channel: Option<&str>, to: u64) {
+    pub fn advance(&mut self, conn: ConnId, channel: Option<&str>, to: Mark) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        match channel {
-            Some(name) => {
-                if let Some(p) = c.positions.get_mut(name) {
-                    *p = Some(p.map_or(to, |p| p.max(to)));
-                }
-            }
-            None => c.user_after = Some(c.user_after.map_or(to, |p| p.max(to))),
-        }
+        let slot = match channel {
+            Some(name) => match c.positions.get_mut(name) {
+                Some(p) => p,
+                None => return,
+            },
+            None => &mut c.user_after,
+        };
+        *slot = Some(slot.map_or(to, |p| Mark {
+            after: p.after.max(to.after),
+            live_seq: p.live_seq.max(to.live_seq),
+        }));
     }
 
     /// The configuration of a channel, if it exists.
@@ -566,7 +584,7 @@ impl State {
         &self,
         names: Option<&[String]>,
         ask: &InfoAsk,
-        history: impl Fn(&str) -> Vec<Value>,
+        history: History<'_>,
     ) -> Value {
         let names: Vec<&String> = match names {
             Some(n) => n.iter().collect(),
@@ -600,7 +618,7 @@ impl State {
                     "name": name,
                     "long_name": null,
                     "settings": ch.config.to_json(),
-                    "history": if ask.include_history { history(name) } else { Vec::new() },
+                    "history": if ask.include_history { history(name, ch.config) } else { Vec::new() },
                     "last_active": naive_iso(ch.last_active_us),
                     "total_connections": total_connections,
                     "total_users": in_channel.len(),

@@ -11,6 +11,7 @@ use crate::broker::writer::{AmendReq, ConnRef, PublishReq, WriterMsg};
 use std::sync::Arc;
 
 use crate::broker::{Channel, ChannelstreamSettings, Instance, USER_STREAM_CHANNEL};
+use crate::channelstream::state::Mark;
 use crate::channelstream::{self as cs, message, sign, Answer};
 use crate::http::request::{Method, Request};
 use crate::http::response::{write_response, ResponseOptions};
@@ -212,19 +213,36 @@ impl IoThread {
         // Idle connections leave their channels (Channelstream collects
         // them once a second; here before each operation).
         let mut events = st.collect(now);
+        let inst = self.broker.instance(&settings.instance);
+        let history = |name: &str, config: cs::schema::ChannelConfig| match &inst {
+            Some(inst) => self.cs_history(inst, name, config),
+            None => Vec::new(),
+        };
         let body = &req.body;
         let query_conn = req.query_raw("conn_id");
         let (answer, op_events) = match route {
-            CsRoute::Connect => cs::connect(&mut st, body, now, &mut new_uuid),
-            CsRoute::Subscribe => {
-                cs::subscription(&mut st, body, query_conn, true, now, &mut new_uuid)
-            }
-            CsRoute::Unsubscribe => {
-                cs::subscription(&mut st, body, query_conn, false, now, &mut new_uuid)
-            }
+            CsRoute::Connect => cs::connect(&mut st, body, now, &mut new_uuid, &history),
+            CsRoute::Subscribe => cs::subscription(
+                &mut st,
+                body,
+                query_conn,
+                true,
+                now,
+                &mut new_uuid,
+                &history,
+            ),
+            CsRoute::Unsubscribe => cs::subscription(
+                &mut st,
+                body,
+                query_conn,
+                false,
+                now,
+                &mut new_uuid,
+                &history,
+            ),
             CsRoute::UserState => cs::user_state(&mut st, body, now),
             CsRoute::ChannelConfig => cs::channel_config(&mut st, body, now, &mut new_uuid),
-            CsRoute::Info => (cs::info(&st, body), Vec::new()),
+            CsRoute::Info => (cs::info(&st, body, &history), Vec::new()),
             CsRoute::Disconnect => {
                 let post = (req.method == Method::Post).then_some(body.as_slice());
                 cs::disconnect(&mut st, post, query_conn, now)
@@ -232,12 +250,13 @@ impl IoThread {
             CsRoute::Message | CsRoute::Listen => (Answer::Internal, Vec::new()),
         };
         events.extend(op_events);
-        let inst = self.broker.instance(&settings.instance);
         if let Some(inst) = &inst {
             // Connections that joined read their channels from the head on.
             st.fill_positions(&mut |name| {
-                self.cs_log(inst, name)
-                    .map_or(0, |c| c.reader().committed_id())
+                self.cs_log(inst, name).map_or(Mark::default(), |c| Mark {
+                    after: c.reader().committed_id(),
+                    live_seq: c.reader().live_next_seq(),
+                })
             });
         }
         drop(st);
@@ -480,4 +499,74 @@ impl IoThread {
             tracing::warn!(channel = %e.channel, "append queue full: a Channelstream event was not stored");
         }
     }
+
+    /// The history `/info` shows of a channel that stores history: its
+    /// latest `history_size` messages (all with 0, up to
+    /// [`HISTORY_MAX`]) in their current version, oldest first, as
+    /// Channelstream keeps them.
+    fn cs_history(
+        &self,
+        inst: &Arc<Instance>,
+        name: &str,
+        config: cs::schema::ChannelConfig,
+    ) -> Vec<Value> {
+        if !config.store_history {
+            return Vec::new();
+        }
+        let Some(ch) = inst.channel(&cs::tidewire_channel(name)) else {
+            return Vec::new();
+        };
+        let want = match config.history_size {
+            0 => HISTORY_MAX,
+            n => usize::try_from(n).unwrap_or(HISTORY_MAX).min(HISTORY_MAX),
+        };
+        let reader = ch.reader();
+        let key = self.broker.uuid_key;
+        let view = crate::storage::View {
+            viewer: None,
+            current: true,
+        };
+        let mut out = Vec::new();
+        let mut before = None;
+        loop {
+            let mut seen = 0usize;
+            let mut oldest = None;
+            reader.page_upto(
+                None,
+                None,
+                before,
+                crate::storage::Order::NewestFirst,
+                200,
+                view,
+                reader.committed_id(),
+                &mut |raw| {
+                    seen += 1;
+                    let Ok(v) = record::RecordView::parse_trusted(raw) else {
+                        return true;
+                    };
+                    oldest = Some(v.id());
+                    if let Some(m) = cs::render::stored(
+                        &v,
+                        name,
+                        reader,
+                        v.uuid()
+                            .or_else(|| key.assign(ch.id, v.id()))
+                            .unwrap_or_default(),
+                    ) {
+                        out.push(m);
+                    }
+                    out.len() < want
+                },
+            );
+            match oldest {
+                Some(id) if seen == 200 && out.len() < want => before = Some(id),
+                _ => break,
+            }
+        }
+        out.reverse();
+        out
+    }
 }
+
+/// Most messages `/info` shows of one channel.
+const HISTORY_MAX: usize = 1000;

@@ -7,11 +7,12 @@ use serde_json::{json, Value};
 
 use super::{HttpWait, Waiting};
 use crate::broker::ChannelstreamSettings;
+use crate::channelstream::state::Mark;
 use crate::channelstream::{self as cs, render};
 use crate::http::request::Request;
 use crate::http::response::{write_response, ResponseOptions};
 use crate::net::IoThread;
-use crate::storage::record::RecordView;
+use crate::storage::record::{self, RecordView};
 use crate::storage::{Order, View};
 
 /// How long a `/listen` with nothing to send waits (Channelstream's
@@ -83,7 +84,7 @@ impl IoThread {
         st.touch(conn_id, now);
         let (user, positions) = st.positions(conn_id)?;
         let mut out = Vec::new();
-        for (channel, after) in positions {
+        for (channel, mark) in positions {
             let Some(ch) = self.cs_log(&inst, channel.as_deref()) else {
                 continue;
             };
@@ -94,10 +95,19 @@ impl IoThread {
                 current: false,
             };
             let mut read = 0usize;
-            let mut last = after;
+            let mut last = mark.after;
+            let frame = |raw: &[u8], out: &mut Vec<Value>| {
+                if let Ok(v) = RecordView::parse_trusted(raw) {
+                    let uuid = v
+                        .uuid()
+                        .or_else(|| key.assign(ch.id, v.id()))
+                        .unwrap_or_default();
+                    out.extend(render::frame(&v, channel.as_deref(), uuid, catchup));
+                }
+            };
             reader.page_upto(
                 None,
-                Some(after),
+                Some(mark.after),
                 None,
                 Order::OldestFirst,
                 LISTEN_BATCH_MAX,
@@ -105,24 +115,26 @@ impl IoThread {
                 committed,
                 &mut |raw| {
                     read += 1;
-                    if let Ok(v) = RecordView::parse_trusted(raw) {
-                        last = v.id();
-                        let uuid = v
-                            .uuid()
-                            .or_else(|| key.assign(ch.id, v.id()))
-                            .unwrap_or_default();
-                        out.extend(render::frame(&v, channel.as_deref(), uuid, catchup));
-                    }
+                    last = RecordView::parse_trusted(raw).map_or(last, |v| v.id());
+                    frame(raw, &mut out);
                     true
                 },
             );
             // A short page read everything visible up to the committed head.
-            let to = if read < LISTEN_BATCH_MAX {
-                committed.max(after)
+            let after = if read < LISTEN_BATCH_MAX {
+                committed.max(mark.after)
             } else {
                 last
             };
-            st.advance(conn_id, channel.as_deref(), to);
+            // Live-only messages published since it last read, for its user.
+            let mut live_seq = mark.live_seq;
+            for e in reader.live_from(mark.live_seq) {
+                if record::visible(&e.record, Some(user.as_bytes())) {
+                    frame(&e.record, &mut out);
+                }
+                live_seq = e.seq + 1;
+            }
+            st.advance(conn_id, channel.as_deref(), Mark { after, live_seq });
         }
         Some(out)
     }
