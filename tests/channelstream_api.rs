@@ -591,3 +591,32 @@ fn info_shows_the_latest_messages_of_channels_that_store_history() {
         "store_history off"
     );
 }
+
+#[test]
+fn channels_their_configurations_and_messages_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    cs.ok(
+        "/connect",
+        json!({"username": "u", "channels": ["kept"],
+               "channel_configs": {"kept": {"store_history": true, "notify_state": true}}}),
+    );
+    cs.ok(
+        "/message",
+        json!([{"user": "u", "channel": "kept", "message": {"n": 1}}]),
+    );
+    let before = cs.ok("/info", json!({"info": {"channels": ["kept"]}}));
+    drop(cs);
+    let cs = Cs::start(dir.path());
+    let after = cs.ok("/info", json!({"info": {"channels": ["kept"]}}));
+    let (b, a) = (&before["channels"]["kept"], &after["channels"]["kept"]);
+    assert_eq!(a["settings"], b["settings"]);
+    assert_eq!(a["uuid"], b["uuid"]);
+    assert_eq!(a["history"], b["history"]);
+    assert_eq!(a["history"][0]["message"], json!({"n": 1}));
+    assert_eq!(
+        a["users"],
+        json!([]),
+        "presence comes back with the clients"
+    );
+}

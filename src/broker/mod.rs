@@ -235,7 +235,21 @@ pub struct ChannelstreamSettings {
     pub allow_posting_from: Vec<String>,
 }
 
+/// Where the Channelstream face keeps its channels' configurations.
+const CHANNELSTREAM_SNAPSHOT: &str = "meta/channelstream.snap";
+
 impl Broker {
+    /// Saves the Channelstream channels' configurations.
+    ///
+    /// # Errors
+    /// I/O errors (the previous snapshot stays whole).
+    pub fn save_channelstream(
+        &self,
+        snap: &crate::channelstream::state::Snapshot,
+    ) -> Result<(), StorageError> {
+        crate::storage::meta::write_snapshot(&self.data_dir.join(CHANNELSTREAM_SNAPSHOT), snap)
+    }
+
     /// Opens (creating if needed) the broker state under `data_dir`: admin
     /// keys, instances with their identities and channels, and every
     /// channel's log (run through recovery). The first start creates the
@@ -255,6 +269,17 @@ impl Broker {
         let lock = DataDirLock::acquire(&config.data_dir)?;
         let loaded = store::load(&config)?;
         let uuid_key = uuids::UuidKey::load_or_create(&config.data_dir)?;
+        let mut cs_state = crate::channelstream::state::State::default();
+        if let Some(cs) = &config.channelstream {
+            let path = config.data_dir.join(CHANNELSTREAM_SNAPSHOT);
+            if let Some(snap) =
+                crate::storage::meta::read_snapshot::<crate::channelstream::state::Snapshot>(&path)?
+            {
+                if snap.instance == cs.instance {
+                    cs_state.restore(&snap, config.clock.now_us());
+                }
+            }
+        }
         let mut table = InstanceTable::default();
         let mut channel_total = 0;
         for inst in loaded.instances {
@@ -285,7 +310,7 @@ impl Broker {
             http: config.http,
             uuid_key,
             channelstream: config.channelstream,
-            cs_state: Mutex::default(),
+            cs_state: Mutex::new(cs_state),
         });
         Ok(Opened {
             broker,

@@ -89,6 +89,18 @@ pub struct State {
     channels: HashMap<String, Channel>,
     users: HashMap<String, User>,
     conns: HashMap<ConnId, Conn>,
+    /// A channel was made or reconfigured since the last snapshot.
+    dirty: bool,
+}
+
+/// What survives a restart: the channels, their uuids and configurations
+/// (users, connections and presence come back as clients do).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// The instance the channels belong to.
+    pub instance: String,
+    /// `(name, uuid, configuration)` in creation order.
+    pub channels: Vec<(String, [u8; 16], ChannelConfig)>,
 }
 
 /// Python's `datetime.utcnow().isoformat()` of a time in µs: naive UTC,
@@ -172,6 +184,7 @@ impl State {
         if self.channels.contains_key(name) {
             return;
         }
+        self.dirty = true;
         self.order.push(name.to_string());
         self.channels.insert(
             name.to_string(),
@@ -446,7 +459,10 @@ impl State {
         let mut names = Vec::new();
         for (name, config) in configs {
             match self.channels.get_mut(name) {
-                Some(ch) => ch.config = *config,
+                Some(ch) => {
+                    self.dirty |= ch.config != *config;
+                    ch.config = *config;
+                }
                 None => self.channel_or_create(name, Some(*config), new_uuid(), now),
             }
             names.push(name.clone());
@@ -551,6 +567,29 @@ impl State {
             after: p.after.max(to.after),
             live_seq: p.live_seq.max(to.live_seq),
         }));
+    }
+
+    /// The snapshot to save when channels changed since the last one.
+    pub fn take_snapshot(&mut self, instance: &str) -> Option<Snapshot> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        Some(Snapshot {
+            instance: instance.to_string(),
+            channels: self
+                .order
+                .iter()
+                .map(|n| (n.clone(), self.channels[n].uuid, self.channels[n].config))
+                .collect(),
+        })
+    }
+
+    /// The channels of a snapshot (made at start-up, before any request).
+    pub fn restore(&mut self, snap: &Snapshot, now: u64) {
+        for (name, uuid, config) in &snap.channels {
+            self.channel_or_create(name, Some(*config), *uuid, now);
+        }
+        self.dirty = false;
     }
 
     /// The configuration of a channel, if it exists.

@@ -250,6 +250,11 @@ impl IoThread {
             CsRoute::Message | CsRoute::Listen => (Answer::Internal, Vec::new()),
         };
         events.extend(op_events);
+        if let Some(snap) = st.take_snapshot(&settings.instance) {
+            if let Err(e) = self.broker.save_channelstream(&snap) {
+                tracing::error!(error = %e, "could not save the Channelstream channels' configurations");
+            }
+        }
         if let Some(inst) = &inst {
             // Connections that joined read their channels from the head on.
             st.fill_positions(&mut |name| {
