@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use common::http::{call, Answer};
 use common::TestServer;
 use tidewire::channelstream::sign;
+use tidewire::clock::Clock;
 
 const SECRET: &str = "s3cret";
 
@@ -619,4 +620,55 @@ fn channels_their_configurations_and_messages_survive_a_restart() {
         json!([]),
         "presence comes back with the clients"
     );
+}
+
+#[test]
+fn idle_connections_are_collected_and_part_without_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, shared) = common::manual_clock();
+    let server = TestServer::start_http(dir.path(), |c| {
+        c.clock = shared.clone();
+        tidewire::config::set_channelstream(c, Some(SECRET), None, None);
+    });
+    let base = format!("http://{}", server.http);
+    let post = |path: &str, body: Value| {
+        let token = sign::sign(SECRET, "channelstream", clock.now_us() / 1_000_000);
+        let a = call(
+            "POST",
+            &format!("{base}{path}"),
+            &[("x-channelstream-secret", &token)],
+            Some(&body.to_string()),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.json()
+    };
+    post(
+        "/connect",
+        json!({"username": "a", "channels": ["room"], "channel_configs": {"room": {"notify_presence": true}}}),
+    );
+    let mut admin = tidewire::client::Client::connect(&server.addr, common::ADMIN_KEY).unwrap();
+    let presences = |admin: &mut tidewire::client::Client| -> Vec<Value> {
+        let q = tidewire::client::HistoryQuery {
+            newest_first: false,
+            ..Default::default()
+        };
+        admin
+            .history("room", &q)
+            .unwrap()
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+            .filter(|p| p["type"] == "presence")
+            .map(|p| p["message"]["action"].clone())
+            .collect()
+    };
+    clock.advance_us(16_000_000);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while presences(&mut admin) != vec![json!("parted")] {
+        assert!(
+            std::time::Instant::now() < until,
+            "never collected: {:?}",
+            presences(&mut admin)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

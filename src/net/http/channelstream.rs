@@ -571,6 +571,36 @@ impl IoThread {
         out.reverse();
         out
     }
+
+    /// Collects Channelstream connections idle for 15 s (and users idle for
+    /// a day) once a second, on io thread 0, storing the `parted` events.
+    pub(in crate::net) fn cs_collect_idle(&mut self) {
+        if self.id != 0 {
+            return;
+        }
+        let Some(settings) = self.broker.channelstream.clone() else {
+            return;
+        };
+        let now = self.broker.clock().now_us();
+        if now.saturating_sub(self.cs_collected_us) < 1_000_000 {
+            return;
+        }
+        self.cs_collected_us = now;
+        let events = self
+            .broker
+            .cs_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .collect(now);
+        if events.is_empty() {
+            return;
+        }
+        if let Some(inst) = self.broker.instance(&settings.instance) {
+            for e in events {
+                self.cs_store_event(&inst, e);
+            }
+        }
+    }
 }
 
 /// Most messages `/info` shows of one channel.
