@@ -105,6 +105,19 @@ pub const DELIVERY_CHUNK_BYTES_MAX: usize = 64 * 1024;
 pub const LIVE_RING_RECORDS_MAX: usize = 4096;
 /// Bytes of live-only records a channel keeps (as `LIVE_RING_RECORDS_MAX`).
 pub const LIVE_RING_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Channelstream users known at once (Channelstream: unbounded).
+pub const CS_USERS_MAX: usize = 100_000;
+/// Channelstream connections of one user.
+pub const CS_CONNECTIONS_PER_USER_MAX: usize = 1_000;
+/// Channelstream channels one connection is in.
+pub const CS_CHANNELS_PER_CONNECTION_MAX: usize = 1_000;
+/// Channelstream channels of the instance.
+pub const CS_CHANNELS_MAX: usize = 100_000;
+/// Bytes of one Channelstream user's state, as JSON.
+pub const CS_STATE_BYTES_MAX: usize = 16 * 1024;
+/// Channelstream `/listen` requests parked on one io thread; more are
+/// answered `[]` at once.
+pub const CS_LISTENS_PARKED_MAX: usize = 100_000;
 /// Frames handled per connection per readable event before yielding to others.
 pub const FRAMES_PER_WAKE_MAX: usize = 256;
 /// Entries in the append queue between io threads and the log writer.

@@ -672,3 +672,45 @@ fn idle_connections_are_collected_and_part_without_any_request() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn limits_are_refused_as_validation_errors_and_nothing_else_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    let big = "x".repeat(tidewire::limits::CS_STATE_BYTES_MAX);
+    let a = cs.signed(
+        "POST",
+        "/connect",
+        json!({"username": "u", "user_state": {"k": big}}),
+    );
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert!(a.json()["user_state"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("State is over"));
+    let many: Vec<String> = (0..=tidewire::limits::CS_CHANNELS_PER_CONNECTION_MAX)
+        .map(|i| format!("c{i}"))
+        .collect();
+    let a = cs.signed(
+        "POST",
+        "/connect",
+        json!({"username": "u", "channels": many}),
+    );
+    assert_eq!(a.status, 422, "{}", a.body);
+    let ok = cs.ok("/connect", json!({"username": "u", "user_state": {"k": 1}}));
+    let a = cs.signed(
+        "POST",
+        "/user_state",
+        json!({"user": "u", "user_state": {"k": big}}),
+    );
+    assert_eq!(a.status, 422);
+    let a = cs.signed(
+        "POST",
+        "/subscribe",
+        json!({"conn_id": ok["conn_id"], "channels": (0..=tidewire::limits::CS_CHANNELS_PER_CONNECTION_MAX).map(|i| format!("c{i}")).collect::<Vec<_>>()}),
+    );
+    assert_eq!(a.status, 422, "{}", a.body);
+    let info = cs.ok("/info", json!({"info": {}}));
+    assert_eq!(info["channels"], json!({}), "nothing was made");
+    assert_eq!(info["users"], json!([]));
+}

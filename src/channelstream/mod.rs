@@ -76,10 +76,10 @@ pub fn connect(
         info: info_field(&b, "info", &mut e),
     };
     match e.into_result(ask) {
-        Ok(ask) => {
-            let (body, events) = st.connect(&ask, now, new_uuid, history);
-            (Answer::Ok(body), events)
-        }
+        Ok(ask) => match st.connect_checked(&ask, now, new_uuid, history) {
+            Ok((body, events)) => (Answer::Ok(body), events),
+            Err(e) => invalid(e),
+        },
         Err(e) => invalid(e),
     }
 }
@@ -140,7 +140,8 @@ pub fn subscription(
         info,
     };
     match st.subscription(conn, &ask, subscribe, now, new_uuid, history) {
-        Some((body, events)) => (Answer::Ok(body), events),
+        Some(Ok((body, events))) => (Answer::Ok(body), events),
+        Some(Err(e)) => invalid(e),
         None => invalid(json!({"conn_id": ["Unknown connection"]})),
     }
 }
@@ -161,7 +162,8 @@ pub fn user_state(st: &mut State, body: &[u8], now: u64) -> Outcome {
         return invalid(Value::Object(e.0));
     };
     match st.user_state(&user, &changes, keys.as_deref(), now) {
-        Some((body, events)) => (Answer::Ok(body), events),
+        Some(Ok((body, events))) => (Answer::Ok(body), events),
+        Some(Err(e)) => invalid(e),
         None => invalid(json!({"user": ["Unknown user"]})),
     }
 }

@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map, Value};
 
 use super::schema::{ChannelConfig, InfoAsk};
+use crate::limits;
 
 /// A connection id.
 pub type ConnId = [u8; 16];
@@ -101,6 +102,18 @@ pub struct Snapshot {
     pub instance: String,
     /// `(name, uuid, configuration)` in creation order.
     pub channels: Vec<(String, [u8; 16], ChannelConfig)>,
+}
+
+fn too_many_channels() -> Value {
+    json!({"channels": [format!("Longer than maximum length {}.", limits::CS_CHANNELS_PER_CONNECTION_MAX)]})
+}
+
+/// The error of a user state over [`limits::CS_STATE_BYTES_MAX`].
+fn state_too_big(state: &Map<String, Value>) -> Option<Value> {
+    let len = serde_json::to_vec(state).map_or(usize::MAX, |v| v.len());
+    (len > limits::CS_STATE_BYTES_MAX).then(
+        || json!({"user_state": [format!("State is over {} bytes.", limits::CS_STATE_BYTES_MAX)]}),
+    )
 }
 
 /// Python's `datetime.utcnow().isoformat()` of a time in µs: naive UTC,
@@ -306,6 +319,52 @@ impl State {
         }
     }
 
+    /// Why `/connect` cannot be done within the limits, as Channelstream
+    /// words validation errors.
+    fn connect_limits(&self, ask: &ConnectAsk) -> Option<Value> {
+        let user = self.users.get(&ask.username);
+        if user.is_none() && self.users.len() >= limits::CS_USERS_MAX {
+            return Some(json!({"username": ["Too many users."]}));
+        }
+        if user.is_some_and(|u| u.conns.len() >= limits::CS_CONNECTIONS_PER_USER_MAX) {
+            return Some(json!({"conn_id": ["Too many connections for this user."]}));
+        }
+        if ask.channels.len() > limits::CS_CHANNELS_PER_CONNECTION_MAX {
+            return Some(too_many_channels());
+        }
+        if self.new_channels(&ask.channels) + self.order.len() > limits::CS_CHANNELS_MAX {
+            return Some(json!({"channels": ["Too many channels."]}));
+        }
+        let mut state = user.map_or_else(|| ask.fresh_user_state.clone(), |u| u.state.clone());
+        state.extend(ask.user_state.clone());
+        state_too_big(&state)
+    }
+
+    fn new_channels(&self, names: &[String]) -> usize {
+        names
+            .iter()
+            .filter(|n| !self.channels.contains_key(*n))
+            .count()
+    }
+
+    /// `/connect`: the response body and the events, or the 422 errors of a
+    /// limit it would pass.
+    ///
+    /// # Errors
+    /// The errors.
+    pub fn connect_checked(
+        &mut self,
+        ask: &ConnectAsk,
+        now: u64,
+        new_uuid: &mut dyn FnMut() -> [u8; 16],
+        history: History<'_>,
+    ) -> Result<(Value, Vec<Event>), Value> {
+        if let Some(e) = self.connect_limits(ask) {
+            return Err(e);
+        }
+        Ok(self.connect(ask, now, new_uuid, history))
+    }
+
     /// `/connect`: the response body and the events.
     pub fn connect(
         &mut self,
@@ -368,9 +427,19 @@ impl State {
         now: u64,
         new_uuid: &mut dyn FnMut() -> [u8; 16],
         history: History<'_>,
-    ) -> Option<(Value, Vec<Event>)> {
+    ) -> Option<Result<(Value, Vec<Event>), Value>> {
         let (channels, configs, info) = (&ask.channels, &ask.channel_configs, &ask.info);
         let user = self.conns.get(&conn)?.user.clone();
+        if subscribe {
+            let now_in = &self.conns[&conn].channels;
+            let joining = channels.iter().filter(|c| !now_in.contains(*c)).count();
+            if now_in.len() + joining > limits::CS_CHANNELS_PER_CONNECTION_MAX {
+                return Some(Err(too_many_channels()));
+            }
+            if self.new_channels(channels) + self.order.len() > limits::CS_CHANNELS_MAX {
+                return Some(Err(json!({"channels": ["Too many channels."]})));
+            }
+        }
         let mut events = Vec::new();
         let mut changed = BTreeSet::new();
         if self.users.contains_key(&user) {
@@ -398,7 +467,7 @@ impl State {
             "channels_info": self.channels_info(Some(&now_in), info, history),
             key: changed,
         });
-        Some((body, events))
+        Some(Ok((body, events)))
     }
 
     /// `/user_state`: `None` for an unknown user.
@@ -408,8 +477,13 @@ impl State {
         changes: &Map<String, Value>,
         public_keys: Option<&[String]>,
         now: u64,
-    ) -> Option<(Value, Vec<Event>)> {
+    ) -> Option<Result<(Value, Vec<Event>), Value>> {
         let u = self.users.get_mut(user)?;
+        let mut after = u.state.clone();
+        after.extend(changes.clone());
+        if let Some(e) = state_too_big(&after) {
+            return Some(Err(e));
+        }
         if let Some(keys) = public_keys {
             u.public_keys = keys.to_vec();
         }
@@ -446,7 +520,7 @@ impl State {
             }
         }
         let body = json!({"user_state": state, "changed_state": changed, "public_keys": keys});
-        Some((body, events))
+        Some(Ok((body, events)))
     }
 
     /// `/channel_config`: creates or reconfigures the channels.

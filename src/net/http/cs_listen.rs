@@ -48,6 +48,10 @@ impl IoThread {
             self.write_listen(index, &events, callback.as_deref(), opts);
             return None;
         }
+        if self.parked.cs.len() >= crate::limits::CS_LISTENS_PARKED_MAX {
+            self.write_listen(index, &[], callback.as_deref(), opts);
+            return None;
+        }
         let deadline_us = self.broker.clock().now_us().saturating_add(LISTEN_WAIT_US);
         let conn = self.conns.get_mut(index)?;
         conn.http_wait = Some(Box::new(HttpWait {
