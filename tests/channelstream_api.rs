@@ -714,3 +714,35 @@ fn limits_are_refused_as_validation_errors_and_nothing_else_changes() {
     assert_eq!(info["channels"], json!({}), "nothing was made");
     assert_eq!(info["users"], json!([]));
 }
+
+#[test]
+fn presence_is_readable_over_the_binary_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    cs.ok(
+        "/connect",
+        json!({"username": "ann", "channels": ["lobby"], "user_state": {"mood": "ok", "secret": 1},
+               "state_public_keys": ["mood"]}),
+    );
+    cs.ok(
+        "/connect",
+        json!({"username": "ben", "channels": ["lobby"]}),
+    );
+    let mut admin = tidewire::client::Client::connect(&cs._server.addr, common::ADMIN_KEY).unwrap();
+    let p = admin
+        .admin(&json!({"op": "channelstream.info", "channels": ["lobby"]}))
+        .unwrap();
+    assert_eq!(p["channels"]["lobby"]["users"], json!(["ann", "ben"]));
+    assert_eq!(p["channels"]["lobby"]["total_connections"], 2);
+    let ann = p["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"] == "ann")
+        .unwrap()
+        .clone();
+    assert_eq!(ann["state"], json!({"mood": "ok"}), "public state only");
+    assert!(admin
+        .admin(&json!({"op": "channelstream.info", "channels": "lobby"}))
+        .is_err());
+}

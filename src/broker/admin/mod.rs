@@ -17,7 +17,7 @@ use super::tenancy::{
     Instance, UserRecord,
 };
 use super::{err, parse_json_object, storage_to_wire, Broker, BrokerError};
-use crate::wire::ErrorCode;
+use crate::wire::{ErrorCode, WireError};
 
 fn bad(message: impl Into<String>) -> BrokerError {
     err(ErrorCode::BadRequest, message)
@@ -128,6 +128,57 @@ fn key_kind(args: &mut Args) -> Result<KeyKind, BrokerError> {
 }
 
 impl Broker {
+    /// The Channelstream face's channels, their users (with public state)
+    /// and connection counts: `/info` without history, for an admin of its
+    /// instance.
+    fn channelstream_info(
+        &self,
+        caller: &Caller,
+        channels: Option<Value>,
+    ) -> Result<Value, BrokerError> {
+        let Some(settings) = &self.channelstream else {
+            return Err(WireError::new(
+                ErrorCode::BadRequest,
+                "the Channelstream API is off",
+            ));
+        };
+        caller.require_admin()?;
+        if caller.instance()?.name() != settings.instance {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "the Channelstream API works in instance {:?}",
+                    settings.instance
+                ),
+            ));
+        }
+        let names = match channels {
+            None => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or_else(|| {
+                        WireError::new(ErrorCode::BadRequest, "channels: a list of names")
+                    })?,
+            ),
+            Some(_) => {
+                return Err(WireError::new(
+                    ErrorCode::BadRequest,
+                    "channels: a list of names",
+                ))
+            }
+        };
+        let ask = crate::channelstream::schema::InfoAsk {
+            include_history: false,
+            return_public_state: true,
+            ..Default::default()
+        };
+        let st = self.cs_state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(st.channels_info(names.as_deref(), &ask, &|_, _| Vec::new()))
+    }
+
     /// Runs one administrative command.
     ///
     /// # Errors
@@ -164,6 +215,11 @@ impl Broker {
                 args.finish()?;
                 caller.require_server_admin()?;
                 self.stats()
+            }
+            "channelstream.info" => {
+                let channels = args.take("channels");
+                args.finish()?;
+                self.channelstream_info(caller, channels)?
             }
             "instance.delete" => {
                 let name = args.req_str("name")?;
