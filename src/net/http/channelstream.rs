@@ -250,20 +250,7 @@ impl IoThread {
             CsRoute::Message | CsRoute::Listen => (Answer::Internal, Vec::new()),
         };
         events.extend(op_events);
-        if let Some(snap) = st.take_snapshot(&settings.instance) {
-            if let Err(e) = self.broker.save_channelstream(&snap) {
-                tracing::error!(error = %e, "could not save the Channelstream channels' configurations");
-            }
-        }
-        if let Some(inst) = &inst {
-            // Connections that joined read their channels from the head on.
-            st.fill_positions(&mut |name| {
-                self.cs_log(inst, name).map_or(Mark::default(), |c| Mark {
-                    after: c.reader().committed_id(),
-                    live_seq: c.reader().live_next_seq(),
-                })
-            });
-        }
+        self.cs_after_op(&mut st, settings, inst.as_ref());
         drop(st);
         if let Some(inst) = &inst {
             for e in events {
@@ -274,6 +261,29 @@ impl IoThread {
             Answer::Ok(v) => (200, v),
             Answer::Invalid(v) => (422, v),
             Answer::Internal => (500, json!({"message": "Internal Server Error"})),
+        }
+    }
+
+    /// After an operation: saves the channels when they changed, and sets
+    /// the positions of connections that joined channels to the logs' heads.
+    fn cs_after_op(
+        &self,
+        st: &mut cs::state::State,
+        settings: &ChannelstreamSettings,
+        inst: Option<&Arc<Instance>>,
+    ) {
+        if let Some(snap) = st.take_snapshot(&settings.instance) {
+            if let Err(e) = self.broker.save_channelstream(&snap) {
+                tracing::error!(error = %e, "could not save the Channelstream channels' configurations");
+            }
+        }
+        if let Some(inst) = inst {
+            st.fill_positions(&mut |name| {
+                self.cs_log(inst, name).map_or(Mark::default(), |c| Mark {
+                    after: c.reader().committed_id(),
+                    live_seq: c.reader().live_next_seq(),
+                })
+            });
         }
     }
 
@@ -348,6 +358,18 @@ impl IoThread {
         if msgs.is_empty() {
             return Some((200, echo));
         }
+        self.cs_submit(index, msgs, echo, opts)
+    }
+
+    /// Queues the writer requests of a message request; its answer leaves
+    /// once they are all done (`None`), or at once when none could be queued.
+    fn cs_submit(
+        &mut self,
+        index: usize,
+        msgs: Vec<(WriterMsg, usize)>,
+        echo: Value,
+        opts: &ResponseOptions,
+    ) -> Option<(u16, Value)> {
         let conn = self.conns.get_mut(index)?;
         let mut submitted = 0usize;
         let mut failed = false;

@@ -95,33 +95,12 @@ impl ChannelLog {
             // Appended in this batch, not yet readable: write it first.
             self.flush()?;
         }
-        let mut body = Vec::new();
         let kind = if edit.is_some() {
             AmendKind::Edit
         } else {
             AmendKind::Remove
         };
-        let (content_type, payload) = edit.unwrap_or((ContentType::Bytes, &[]));
-        let mut uuid = None;
-        let found = self.reader().get(id, |raw| -> Result<(), AmendError> {
-            let v = RecordView::parse_trusted(raw)
-                .map_err(|e| AmendError::Storage(StorageError::Corruption(e.to_string())))?;
-            if matches!(v.action(), record::Action::Edit | record::Action::Remove) {
-                return Err(AmendError::NotAMessage(id));
-            }
-            allow(&v).map_err(AmendError::Denied)?;
-            uuid = v.uuid();
-            record::encode_amend_body(&mut body, &v, kind, content_type, payload);
-            Ok(())
-        });
-        match found {
-            None => {
-                return Err(AmendError::NotFound(format!(
-                    "no message {id} (never stored, or expired)"
-                )))
-            }
-            Some(r) => r?,
-        }
+        let (body, uuid) = self.amend_body(id, kind, edit, allow)?;
         let (new_id, created_at_us) = self.stage(author, &body, now)?;
         let pos = self.last_staged_pos(record::record_len(author, body.len()) as u64);
         let (key_kind, removed) = match kind {
@@ -153,6 +132,37 @@ impl ChannelLog {
             target: id,
             uuid,
         })
+    }
+
+    /// The body of the record that amends message `id` (checked: it is a
+    /// retained message and `allow` accepts it), and the message's uuid.
+    fn amend_body(
+        &self,
+        id: u64,
+        kind: AmendKind,
+        edit: Option<(ContentType, &[u8])>,
+        allow: &mut dyn FnMut(&RecordView<'_>) -> Result<(), String>,
+    ) -> Result<(Vec<u8>, Option<[u8; 16]>), AmendError> {
+        let (content_type, payload) = edit.unwrap_or((ContentType::Bytes, &[]));
+        let mut body = Vec::new();
+        let mut uuid = None;
+        let found = self.reader().get(id, |raw| -> Result<(), AmendError> {
+            let v = RecordView::parse_trusted(raw)
+                .map_err(|e| AmendError::Storage(StorageError::Corruption(e.to_string())))?;
+            if matches!(v.action(), record::Action::Edit | record::Action::Remove) {
+                return Err(AmendError::NotAMessage(id));
+            }
+            allow(&v).map_err(AmendError::Denied)?;
+            uuid = v.uuid();
+            record::encode_amend_body(&mut body, &v, kind, content_type, payload);
+            Ok(())
+        });
+        match found {
+            None => Err(AmendError::NotFound(format!(
+                "no message {id} (never stored, or expired)"
+            ))),
+            Some(r) => r.map(|()| (body, uuid)),
+        }
     }
 
     /// The latest amendment of `id`, written or staged.
