@@ -187,10 +187,13 @@ fn frame_uuids(
     duplicates: &[(u32, u64)],
     given: &[(u32, [u8; 16])],
 ) -> Vec<[u8; 16]> {
+    // Both lists are in message order: walk them beside the messages.
+    let mut dups = duplicates.iter().peekable();
+    let mut given = given.iter().peekable();
     let mut out = Vec::with_capacity(count as usize);
     let mut next_id = first_id;
     for i in 0..count {
-        let id = match duplicates.iter().find(|d| d.0 == i) {
+        let id = match dups.next_if(|d| d.0 == i) {
             Some(&(_, id)) => id,
             None => {
                 next_id += 1;
@@ -198,8 +201,7 @@ fn frame_uuids(
             }
         };
         let u = given
-            .iter()
-            .find(|g| g.0 == i)
+            .next_if(|g| g.0 == i)
             .map(|g| g.1)
             .or_else(|| key.assign(channel, id))
             .unwrap_or_default();

@@ -189,8 +189,9 @@ impl IoThread {
         let Some(sub) = subs.get_mut(&sub_id) else {
             return;
         };
-        let reader = sub.channel.reader().clone();
-        if reader.live_next_seq() > sub.live_seq {
+        // Live-only records are rare: the reader is cloned only for them.
+        if sub.channel.reader().live_next_seq() > sub.live_seq {
+            let reader = sub.channel.reader().clone();
             let head = reader.head_id();
             for e in reader.live_from(sub.live_seq) {
                 if e.after_id > head {
