@@ -118,6 +118,10 @@ pub const CS_STATE_BYTES_MAX: usize = 16 * 1024;
 /// Channelstream `/listen` requests parked on one io thread; more are
 /// answered `[]` at once.
 pub const CS_LISTENS_PARKED_MAX: usize = 100_000;
+/// Largest frame a Channelstream WebSocket client may send, in bytes (its
+/// content is not read: clients only send heartbeats); a larger one closes
+/// the socket with 1009.
+pub const CS_WS_FRAME_MAX: u64 = 64 * 1024;
 /// Frames handled per connection per readable event before yielding to others.
 pub const FRAMES_PER_WAKE_MAX: usize = 256;
 /// Entries in the append queue between io threads and the log writer.

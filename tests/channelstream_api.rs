@@ -746,3 +746,134 @@ fn presence_is_readable_over_the_binary_protocol() {
         .admin(&json!({"op": "channelstream.info", "channels": "lobby"}))
         .is_err());
 }
+
+#[test]
+fn websocket_clients_get_events_as_frames_and_keep_their_connection() {
+    use tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    let alice = cs.ok(
+        "/connect",
+        json!({"username": "alice", "channels": ["room"], "channel_configs": {"room": {"notify_presence": true}}}),
+    );
+    let conn = alice["conn_id"].as_str().unwrap().to_string();
+    cs.ok(
+        "/message",
+        json!([{"user": "bob", "channel": "room", "message": {"t": "before"}}]),
+    );
+    let addr = cs.base.trim_start_matches("http://").to_string();
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, resp) =
+        tungstenite::client::client(format!("ws://{addr}/ws?conn_id={conn}"), stream).unwrap();
+    assert_eq!(resp.status(), 101);
+    let next = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| -> Value {
+        loop {
+            match ws.read().unwrap() {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    // The catch-up: one event per frame, each a list of one.
+    let first = next(&mut ws);
+    assert_eq!(first.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (first[0]["message"].clone(), first[0]["catchup"].clone()),
+        (json!({"t": "before"}), json!(true))
+    );
+    // Live events, and the client's pings answered.
+    cs.ok(
+        "/message",
+        json!([{"user": "bob", "channel": "room", "message": {"t": "live"}}]),
+    );
+    let live = next(&mut ws);
+    assert_eq!(
+        (live[0]["message"].clone(), live[0]["catchup"].clone()),
+        (json!({"t": "live"}), json!(false))
+    );
+    ws.send(Message::Ping(b"hi".to_vec().into())).unwrap();
+    ws.send(Message::Text(r#"{"type":"heartbeat"}"#.into()))
+        .unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"hi");
+                break;
+            }
+            Message::Text(t) if t.as_str() == "[]" => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // A message in fragments is only activity; the socket goes on.
+    use tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    ws.write(Message::Frame(Frame::message(
+        b"{\"type\":".to_vec(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .unwrap();
+    ws.write(Message::Frame(Frame::message(
+        b"\"heartbeat\"}".to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .unwrap();
+    ws.flush().unwrap();
+    cs.ok(
+        "/message",
+        json!([{"user": "bob", "channel": "room", "message": {"t": "after"}}]),
+    );
+    let after = loop {
+        let v = next(&mut ws);
+        if v != json!([]) {
+            break v;
+        }
+    };
+    assert_eq!(after[0]["message"], json!({"t": "after"}));
+    // A frame over the limit closes the socket with 1009.
+    ws.send(Message::Binary(
+        vec![0u8; (tidewire::limits::CS_WS_FRAME_MAX + 1) as usize].into(),
+    ))
+    .unwrap();
+    let closed = loop {
+        match ws.read() {
+            Ok(Message::Close(c)) => break c,
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(closed.map(|c| u16::from(c.code)), Some(1009));
+    // The socket's end ends the connection, as Channelstream collects it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let d = call(
+            "GET",
+            &format!("{}/disconnect?conn_id={conn}", cs.base),
+            &[],
+            None,
+        );
+        if d.json() == json!(false) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // An unknown connection's socket is closed at once with 1000.
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    let (mut ws, _) = tungstenite::client::client(
+        format!("ws://{addr}/ws?conn_id=0646b957-e427-4f92-bb5b-bba32f0b2561"),
+        stream,
+    )
+    .unwrap();
+    match ws.read() {
+        Ok(Message::Close(Some(c))) => assert_eq!(u16::from(c.code), 1000),
+        other => panic!("{other:?}"),
+    }
+}

@@ -128,6 +128,7 @@ impl IoThread {
             return;
         }
         self.unpark(index);
+        self.cs_socket_closed(index);
         self.clear_timer(index);
         let mut conn = self.conns.remove(index);
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {

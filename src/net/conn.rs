@@ -166,6 +166,8 @@ pub struct Conn {
     pub phase: Phase,
     /// The protocol version agreed at `Hello`.
     pub version: u16,
+    /// Set once the (HTTP) connection upgraded to a Channelstream WebSocket.
+    pub cs_socket: Option<super::http::CsSocket>,
     /// Who the connection authenticated as.
     pub caller: Option<Caller>,
     /// The broker's access epoch `caller` was last checked at.
@@ -231,6 +233,7 @@ impl Conn {
             wpos: 0,
             phase: Phase::Hello,
             version: crate::wire::PROTOCOL_VERSION_MIN,
+            cs_socket: None,
             caller: None,
             caller_epoch: 0,
             revoked: false,

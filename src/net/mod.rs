@@ -95,6 +95,8 @@ pub struct IoThread {
     ranges_scratch: Vec<(usize, usize)>,
     /// When Channelstream's idle connections were last collected (thread 0), µs.
     cs_collected_us: u64,
+    /// Connections upgraded to Channelstream WebSockets.
+    cs_sockets: std::collections::HashSet<usize>,
 }
 
 impl IoThread {
@@ -140,6 +142,7 @@ impl IoThread {
             dirty: Vec::new(),
             ranges_scratch: Vec::new(),
             cs_collected_us: 0,
+            cs_sockets: std::collections::HashSet::new(),
         })
     }
 

@@ -31,6 +31,7 @@ enum CsRoute {
     Disconnect,
     Message,
     Listen,
+    Ws,
 }
 
 fn cs_route(path: &str) -> Option<CsRoute> {
@@ -44,6 +45,7 @@ fn cs_route(path: &str) -> Option<CsRoute> {
         "/disconnect" => CsRoute::Disconnect,
         "/message" => CsRoute::Message,
         "/listen" => CsRoute::Listen,
+        "/ws" => CsRoute::Ws,
         _ => return None,
     })
 }
@@ -95,7 +97,7 @@ impl IoThread {
         }
         let post_only = !matches!(
             route,
-            CsRoute::Info | CsRoute::Disconnect | CsRoute::Message | CsRoute::Listen
+            CsRoute::Info | CsRoute::Disconnect | CsRoute::Message | CsRoute::Listen | CsRoute::Ws
         );
         let message_kind = match req.method {
             Method::Post => Some(message::Kind::Send),
@@ -105,14 +107,14 @@ impl IoThread {
         };
         let wrong_method = (post_only && req.method != Method::Post)
             || (route == CsRoute::Message && message_kind.is_none())
-            || (route == CsRoute::Listen && req.method != Method::Get);
+            || (matches!(route, CsRoute::Listen | CsRoute::Ws) && req.method != Method::Get);
         let answer = if wrong_method {
             (
                 404,
                 json!({"message": "The resource could not be found.", "code": "404 Not Found", "title": "Not Found"}),
             )
         } else {
-            let unsigned = matches!(route, CsRoute::Disconnect | CsRoute::Listen);
+            let unsigned = matches!(route, CsRoute::Disconnect | CsRoute::Listen | CsRoute::Ws);
             match self.cs_check(index, req, &settings, unsigned) {
                 Err(Refused::Forbidden) => (
                     403,
@@ -126,6 +128,10 @@ impl IoThread {
                             None => return true, // answered when the writer is done
                         }
                     }
+                    (CsRoute::Ws, _) => match self.cs_ws_upgrade(index, req, &settings) {
+                        Ok(()) => return true,
+                        Err(answer) => answer,
+                    },
                     (CsRoute::Listen, _) => match self.cs_listen(index, req, &settings, opts) {
                         Some(answer) => answer,
                         None => return true, // parked
@@ -247,7 +253,7 @@ impl IoThread {
                 let post = (req.method == Method::Post).then_some(body.as_slice());
                 cs::disconnect(&mut st, post, query_conn, now)
             }
-            CsRoute::Message | CsRoute::Listen => (Answer::Internal, Vec::new()),
+            CsRoute::Message | CsRoute::Listen | CsRoute::Ws => (Answer::Internal, Vec::new()),
         };
         events.extend(op_events);
         self.cs_after_op(&mut st, settings, inst.as_ref());
@@ -484,7 +490,7 @@ impl IoThread {
 
     /// Stores a presence or state event in its channel's log (not waited
     /// for: Channelstream sends them as it goes).
-    fn cs_store_event(&mut self, inst: &Arc<Instance>, e: cs::state::Event) {
+    pub(super) fn cs_store_event(&mut self, inst: &Arc<Instance>, e: cs::state::Event) {
         let Some(ch) = self.cs_log(inst, Some(&e.channel)) else {
             return;
         };

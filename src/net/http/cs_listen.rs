@@ -37,7 +37,7 @@ impl IoThread {
             return Some((422, json!(["Wrong UUID format"])));
         };
         let callback = req.query("callback").map(str::to_string);
-        let Some(events) = self.cs_collect(settings, conn_id, true) else {
+        let Some(events) = self.cs_collect_for(settings, conn_id, true) else {
             // An unknown connection (Channelstream: Pyramid's 401).
             return Some((
                 401,
@@ -71,7 +71,7 @@ impl IoThread {
 
     /// The events for connection `conn_id` since it last read (marking
     /// them read), or `None` when it is unknown (answered 401 here).
-    fn cs_collect(
+    pub(super) fn cs_collect_for(
         &mut self,
         settings: &ChannelstreamSettings,
         conn_id: [u8; 16],
@@ -179,8 +179,10 @@ impl IoThread {
         }
     }
 
-    /// Answers the parked `/listen` requests that have events now.
+    /// Answers the parked `/listen` requests that have events now, and
+    /// sends the open WebSockets theirs.
     pub(super) fn wake_cs_listens(&mut self) {
+        self.pump_cs_sockets();
         if self.parked.cs.is_empty() {
             return;
         }
@@ -189,7 +191,7 @@ impl IoThread {
         };
         let parked: Vec<(usize, [u8; 16])> = self.parked.cs.iter().map(|(&i, &c)| (i, c)).collect();
         for (index, conn_id) in parked {
-            match self.cs_collect(&settings, conn_id, false) {
+            match self.cs_collect_for(&settings, conn_id, false) {
                 Some(events) if !events.is_empty() => self.answer_cs_listen(index, events),
                 Some(_) => {}
                 // The connection is gone (disconnected or collected).

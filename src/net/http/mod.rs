@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 mod channelstream;
 mod cs_listen;
+mod cs_ws;
+
+pub use cs_ws::CsSocket;
 mod messages;
 mod parked;
 
@@ -238,6 +241,9 @@ impl IoThread {
     /// Handles complete HTTP requests in the read buffer, up to the
     /// per-wake budget. Returns true when the caller may read more.
     pub(super) fn handle_http(&mut self, index: usize) -> bool {
+        if self.conns.get(index).is_some_and(|c| c.cs_socket.is_some()) {
+            return self.handle_ws(index);
+        }
         for _ in 0..limits::FRAMES_PER_WAKE_MAX {
             let Some(conn) = self.conns.get_mut(index) else {
                 return false;
@@ -292,6 +298,10 @@ impl IoThread {
                     self.clear_timer(index);
                     self.http_request(index, &req);
                     self.mark_dirty(index);
+                    if self.conns.get(index).is_some_and(|c| c.cs_socket.is_some()) {
+                        // Upgraded: what follows is WebSocket frames.
+                        return self.handle_ws(index);
+                    }
                 }
             }
         }
