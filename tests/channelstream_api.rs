@@ -877,3 +877,45 @@ fn websocket_clients_get_events_as_frames_and_keep_their_connection() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_websocket_that_reads_slowly_lags_in_the_log_and_misses_nothing() {
+    use tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let cs = Cs::start(dir.path());
+    let c = cs.ok(
+        "/connect",
+        json!({"username": "slow", "channels": ["flood"]}),
+    );
+    let conn = c["conn_id"].as_str().unwrap().to_string();
+    let addr = cs.base.trim_start_matches("http://").to_string();
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let (mut ws, _) =
+        tungstenite::client::client(format!("ws://{addr}/ws?conn_id={conn}"), stream).unwrap();
+    // ~12 MB while the client reads nothing: more than the socket buffers
+    // and the connection's write buffer hold.
+    let text = "z".repeat(30_000);
+    for i in 0..400 {
+        cs.ok(
+            "/message",
+            json!([{"user": "p", "channel": "flood", "message": {"i": i, "t": text}}]),
+        );
+    }
+    let mut got = Vec::new();
+    while got.len() < 400 {
+        match ws.read().unwrap() {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(i) = v[0]["message"]["i"].as_u64() {
+                    got.push(i);
+                }
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, (0..400).collect::<Vec<u64>>(), "every event, in order");
+}

@@ -170,6 +170,9 @@ pub struct Broker {
     pub channelstream: Option<ChannelstreamSettings>,
     /// Channelstream's users, connections and channels.
     pub cs_state: Mutex<crate::channelstream::state::State>,
+    /// Batches the writer has published: readers that poll logs (the
+    /// Channelstream transports) look again only when it moved.
+    pub batches: AtomicU64,
 }
 
 /// Long-poll settings of the HTTP shim.
@@ -311,6 +314,7 @@ impl Broker {
             uuid_key,
             channelstream: config.channelstream,
             cs_state: Mutex::new(cs_state),
+            batches: AtomicU64::new(0),
         });
         Ok(Opened {
             broker,

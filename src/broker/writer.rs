@@ -511,6 +511,7 @@ impl Writer {
             self.hand_over(stage, id, None, acks);
         }
         self.broker.push_completions(&mut self.outbox);
+        self.broker.batches.fetch_add(1, Ordering::Release);
         // Every io thread may hold subscribers of the channels that advanced.
         self.broker.wake_all_io();
     }

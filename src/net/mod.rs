@@ -97,6 +97,8 @@ pub struct IoThread {
     cs_collected_us: u64,
     /// Connections upgraded to Channelstream WebSockets.
     cs_sockets: std::collections::HashSet<usize>,
+    /// The writer's batch count when the sockets last read their logs.
+    cs_seen_batches: u64,
 }
 
 impl IoThread {
@@ -143,6 +145,7 @@ impl IoThread {
             ranges_scratch: Vec::new(),
             cs_collected_us: 0,
             cs_sockets: std::collections::HashSet::new(),
+            cs_seen_batches: 0,
         })
     }
 

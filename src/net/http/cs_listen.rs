@@ -18,8 +18,12 @@ use crate::storage::{Order, View};
 /// How long a `/listen` with nothing to send waits (Channelstream's
 /// `wake_connections_after`, 5 s).
 pub const LISTEN_WAIT_US: u64 = 5_000_000;
-/// Most events one `/listen` answer carries per channel (the rest follow).
+/// Most events one `/listen` answer (or WebSocket pass) carries per channel
+/// (the rest follow).
 const LISTEN_BATCH_MAX: usize = 1000;
+/// Bytes of records one `/listen` answer (or WebSocket pass) takes from the
+/// logs, about (the rest follow): what a slow reader holds in memory.
+const LISTEN_BYTES_MAX: usize = crate::limits::CONNECTION_WRITE_BUFFER_HIGH;
 
 impl IoThread {
     /// `GET /listen`: the answer now, or `None` when the request parked.
@@ -99,6 +103,7 @@ impl IoThread {
                 current: false,
             };
             let mut read = 0usize;
+            let mut bytes = 0usize;
             let mut last = mark.after;
             let frame = |raw: &[u8], out: &mut Vec<Value>| {
                 if let Ok(v) = RecordView::parse_trusted(raw) {
@@ -119,13 +124,14 @@ impl IoThread {
                 committed,
                 &mut |raw| {
                     read += 1;
+                    bytes += raw.len();
                     last = RecordView::parse_trusted(raw).map_or(last, |v| v.id());
                     frame(raw, &mut out);
-                    true
+                    bytes < LISTEN_BYTES_MAX
                 },
             );
             // A short page read everything visible up to the committed head.
-            let after = if read < LISTEN_BATCH_MAX {
+            let after = if read < LISTEN_BATCH_MAX && bytes < LISTEN_BYTES_MAX {
                 committed.max(mark.after)
             } else {
                 last

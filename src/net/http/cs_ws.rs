@@ -28,6 +28,8 @@ pub struct CsSocket {
     pub conn_id: [u8; 16],
     /// When a frame last went out, µs.
     pub sent_us: u64,
+    /// Its log moved while its write buffer was full: look again when it drains.
+    pub behind: bool,
 }
 
 /// Appends one unmasked server frame.
@@ -96,6 +98,7 @@ impl IoThread {
         conn.cs_socket = Some(CsSocket {
             conn_id,
             sent_us: now,
+            behind: false,
         });
         self.cs_sockets.insert(index);
         // What happened since the connection was made or last read.
@@ -203,18 +206,42 @@ impl IoThread {
             return;
         };
         let now = self.broker.clock().now_us();
+        // The logs moved only if the writer published since the last look.
+        let batches = self
+            .broker
+            .batches
+            .load(std::sync::atomic::Ordering::Acquire);
+        let moved = batches != self.cs_seen_batches;
+        self.cs_seen_batches = batches;
         let sockets: Vec<usize> = self.cs_sockets.iter().copied().collect();
         for index in sockets {
             let Some(conn) = self.conns.get(index) else {
                 self.cs_sockets.remove(&index);
                 continue;
             };
-            let (Some(socket), false, false) = (conn.cs_socket, conn.closing, conn.out_full())
-            else {
+            let Some(socket) = conn.cs_socket.filter(|_| !conn.closing) else {
                 continue;
             };
+            if conn.out_full() {
+                // It reads slowly: what waits stays in the log.
+                if moved {
+                    self.cs_mark_behind(index);
+                }
+                continue;
+            }
+            let heartbeat_due = now.saturating_sub(socket.sent_us) >= HEARTBEAT_US;
+            if !moved && !heartbeat_due && !socket.behind {
+                continue;
+            }
+            if let Some(s) = self.conns.get_mut(index).and_then(|c| c.cs_socket.as_mut()) {
+                s.behind = false;
+            }
             match self.cs_collect_for(&settings, socket.conn_id, false) {
-                Some(events) if !events.is_empty() => self.send_events(index, &events),
+                Some(events) if !events.is_empty() => {
+                    self.send_events(index, &events);
+                    // There may be more than one pass took: look again.
+                    self.cs_mark_behind(index);
+                }
                 Some(_) if now.saturating_sub(socket.sent_us) >= HEARTBEAT_US => {
                     if let Some(conn) = self.conns.get_mut(index) {
                         write_frame(&mut conn.wbuf, OpCode::Data(Data::Text), b"[]");
@@ -234,6 +261,12 @@ impl IoThread {
                 }
             }
             self.mark_dirty(index);
+        }
+    }
+
+    fn cs_mark_behind(&mut self, index: usize) {
+        if let Some(s) = self.conns.get_mut(index).and_then(|c| c.cs_socket.as_mut()) {
+            s.behind = true;
         }
     }
 
