@@ -114,6 +114,8 @@ fn limit(name: &str) -> Option<u64> {
         "CONNECTIONS_MAX" => v(limits::CONNECTIONS_MAX),
         "CHANNELS_MAX" => v(limits::CHANNELS_MAX),
         "CONNECTION_WRITE_BUFFER_HIGH" => v(limits::CONNECTION_WRITE_BUFFER_HIGH),
+        "LIVE_RING_RECORDS_MAX" => v(limits::LIVE_RING_RECORDS_MAX),
+        "LIVE_RING_BYTES_MAX" => v(limits::LIVE_RING_BYTES_MAX),
         "RETENTION_US_DEFAULT" => limits::RETENTION_US_DEFAULT,
         "RETENTION_SECS_MAX" => limits::RETENTION_SECS_MAX,
         "CHANNEL_DESCRIPTION_LEN_MAX" => v(limits::CHANNEL_DESCRIPTION_LEN_MAX),
