@@ -216,9 +216,8 @@ impl IoThread {
             .cs_state
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        // Idle connections leave their channels (Channelstream collects
-        // them once a second; here before each operation).
-        let mut events = st.collect(now);
+        // (Idle connections are collected once a second on io thread 0.)
+        let mut events = Vec::new();
         let inst = self.broker.instance(&settings.instance);
         let history = |name: &str, config: cs::schema::ChannelConfig| match &inst {
             Some(inst) => self.cs_history(inst, name, config),
